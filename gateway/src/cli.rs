@@ -1,0 +1,5 @@
+//! Operator subcommands of the `jitsh` binary. Each submodule owns its clap types and a `run`.
+
+pub mod ca;
+pub mod login;
+pub mod policy;

@@ -1,0 +1,3 @@
+//! jitsh-gateway: the SSH daemon, Kubernetes streams, audit and the `jitsh` CLI.
+
+pub mod cli;

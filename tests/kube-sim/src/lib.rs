@@ -1,0 +1,1 @@
+//! kube-sim: a double of the Kubernetes API server that speaks the real wire protocols.
