@@ -1,3 +1,4 @@
 //! jitsh-gateway: the SSH daemon, Kubernetes streams, audit and the `jitsh` CLI.
 
 pub mod cli;
+pub mod issuer;

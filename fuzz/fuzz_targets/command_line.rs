@@ -1,0 +1,7 @@
+#![no_main]
+//! Fuzz target command_line (filled in by its owner).
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = data;
+});

@@ -1,0 +1,1 @@
+//! The OIDC → SSH certificate issuer service (HTTPS) and OIDC discovery/JWKS fetching.

@@ -1,0 +1,1 @@
+//! Container processes of simulated pods: sandboxing, logs, exec.

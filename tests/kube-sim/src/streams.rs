@@ -1,0 +1,1 @@
+//! WebSocket channel protocols for pods/exec, pods/attach and pods/portforward.
