@@ -9,16 +9,32 @@
 //! crate and run by re-executing the host binary with [`CONTAINER_SUBCOMMAND`]; any other image runs
 //! the pod's `command` + `args` as given (there is no image store: `/usr` is the host's).
 
+mod builtin;
 mod error;
+mod exec;
+mod logs;
+mod pods;
+mod sandbox;
+#[cfg(test)]
+mod tests;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::Stream;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 pub use error::RuntimeError;
+pub use exec::{ExecExit, ExecOutput, ExecProcess, ExecSpec, ExecStdin, Resizer, TerminalSize};
+pub use logs::OutputStream;
+pub use pods::{AttachStdin, Attached};
+
+use pods::{Container, PodEntry};
+use sandbox::Sandbox;
 
 /// `argv[1]` that makes the kube-sim (and jitsh) binary run a built-in container image instead of
 /// its normal CLI. Both binaries call [`container_main`] with the rest of `argv` when they see it.
@@ -29,8 +45,7 @@ pub const CONTAINER_SUBCOMMAND: &str = "__kube-sim-container";
 /// `args` may be the whole `argv` (program, [`CONTAINER_SUBCOMMAND`], ...) or only what follows
 /// [`CONTAINER_SUBCOMMAND`]; everything up to and including the subcommand is skipped.
 pub fn container_main(args: Vec<String>) -> ExitCode {
-    let _ = args;
-    ExitCode::FAILURE
+    builtin::main(args)
 }
 
 /// How container processes are isolated.
@@ -123,36 +138,117 @@ pub struct LogOptions {
 }
 
 /// The container runtime: a cheap handle (clone it freely) to every pod process it started.
+///
+/// Dropping the last handle kills every process it started; [`Runtime::shutdown`] does the same
+/// and waits for them to be gone.
 #[derive(Clone, Debug)]
 pub struct Runtime {
-    options: RuntimeOptions,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ctx: Arc<pods::Ctx>,
+    pods: Mutex<HashMap<(String, String), Arc<PodEntry>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let pods: Vec<Arc<PodEntry>> = match self.pods.lock() {
+            Ok(mut pods) => pods.drain().map(|(_, p)| p).collect(),
+            Err(_) => Vec::new(),
+        };
+        for pod in pods {
+            pod.kill_now();
+        }
+        self.ctx.processes.kill_all();
+    }
 }
 
 impl Runtime {
     /// Creates the runtime, checking the sandbox asked for.
     pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
-        Ok(Self { options })
+        let sandbox = Sandbox::detect(options.sandbox)?;
+        std::fs::create_dir_all(&options.state_dir).map_err(|e| {
+            RuntimeError::io(format!("create state dir {}", options.state_dir.display()), e)
+        })?;
+        let state_dir = options.state_dir.canonicalize().map_err(|e| {
+            RuntimeError::io(format!("resolve state dir {}", options.state_dir.display()), e)
+        })?;
+        let container_exe = options.container_exe.canonicalize().map_err(|e| {
+            RuntimeError::io(format!("resolve container exe {}", options.container_exe.display()), e)
+        })?;
+        let ctx = pods::Ctx::new(sandbox, container_exe, state_dir)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                ctx: Arc::new(ctx),
+                pods: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// Whether container processes run inside bubblewrap.
     pub fn is_sandboxed(&self) -> bool {
-        let _ = &self.options;
-        false
+        self.inner.ctx.sandbox.is_bubblewrap()
+    }
+
+    /// Whether exec'd commands join the container's own namespaces (same pid namespace, so
+    /// `ps` shows the main process). True with bubblewrap when running as root (`nsenter`).
+    pub fn exec_shares_namespaces(&self) -> bool {
+        self.inner.ctx.sandbox.exec_shares_namespaces()
+    }
+
+    /// The value of the `KUBE_SIM_INSTANCE` environment variable every process started by this
+    /// runtime carries (tests use it to find leftovers in `/proc`).
+    pub fn instance_marker(&self) -> &str {
+        &self.inner.ctx.marker.1
     }
 
     /// Starts every container of `pod.spec.containers` (init and ephemeral containers are ignored).
     /// Returns once each process runs (and each built-in HTTP responder accepts connections).
     pub async fn start_pod(&self, pod: &Pod) -> Result<(), RuntimeError> {
-        let _ = pod;
-        Err(RuntimeError::ShutDown)
+        let plan = pods::PodPlan::from_pod(pod, &self.inner.ctx)?;
+        let key = (plan.namespace.clone(), plan.name.clone());
+        let entry = {
+            let mut pods = self.lock_pods()?;
+            if pods.contains_key(&key) {
+                return Err(RuntimeError::AlreadyRunning {
+                    namespace: key.0,
+                    pod: key.1,
+                });
+            }
+            let entry = Arc::new(PodEntry::new(plan));
+            pods.insert(key.clone(), Arc::clone(&entry));
+            entry
+        };
+        if let Err(e) = entry.start(&self.inner.ctx).await {
+            entry.stop().await;
+            if let Ok(mut pods) = self.inner.pods.lock() {
+                pods.remove(&key);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Stops every container of the pod and forgets it (its files stay on disk).
     pub async fn stop_pod(&self, namespace: &str, pod: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::PodNotFound {
-            namespace: namespace.to_owned(),
-            pod: pod.to_owned(),
-        })
+        let entry = self
+            .lock_pods()?
+            .remove(&(namespace.to_owned(), pod.to_owned()))
+            .ok_or_else(|| RuntimeError::PodNotFound {
+                namespace: namespace.to_owned(),
+                pod: pod.to_owned(),
+            })?;
+        entry.stop().await;
+        Ok(())
+    }
+
+    /// Kubernetes-shaped status of every container of the pod (state, restart count, start time),
+    /// in `spec.containers` order; `None` when the pod is not running in this runtime.
+    pub fn container_statuses(&self, namespace: &str, pod: &str) -> Option<Vec<ContainerStatus>> {
+        let entry = self.pod(namespace, pod).ok()?;
+        Some(entry.containers.iter().map(|c| c.status()).collect())
     }
 
     /// The log of one container (see [`LogOptions`]).
@@ -163,37 +259,138 @@ impl Runtime {
         container: &str,
         options: LogOptions,
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, RuntimeError> {
-        let _ = (container, options);
-        Err::<futures::stream::Empty<std::io::Result<Bytes>>, _>(RuntimeError::PodNotFound {
-            namespace: namespace.to_owned(),
-            pod: pod.to_owned(),
-        })
+        let c = self.container(&ContainerRef::new(namespace, pod, container))?;
+        let stream = c.log_stream(&options)?;
+        Ok(futures::stream::unfold(stream, |mut s| async move {
+            s.next_chunk().await.map(|chunk| (chunk, s))
+        }))
     }
 
-    /// Kubernetes-shaped status of every container of the pod (state, restart count, start time),
-    /// in `spec.containers` order; `None` when the pod is not running in this runtime.
-    pub fn container_statuses(
-        &self,
-        namespace: &str,
-        pod: &str,
-    ) -> Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>> {
-        let _ = (namespace, pod);
-        None
+    /// Runs a command inside the container's view (same `/var`, `/tmp`, hostname and, when
+    /// [`Runtime::exec_shares_namespaces`], the same pid namespace).
+    pub async fn exec(&self, target: &ContainerRef, spec: ExecSpec) -> Result<ExecProcess, RuntimeError> {
+        if spec.command.is_empty() {
+            return Err(RuntimeError::EmptyCommand);
+        }
+        let c = self.container(target)?;
+        c.exec(&self.inner.ctx, &spec)
+    }
+
+    /// Attaches to the main process of a container: its output from now on, and (with `stdin`)
+    /// its standard input.
+    pub async fn attach(&self, target: &ContainerRef, stdin: bool) -> Result<Attached, RuntimeError> {
+        let c = self.container(target)?;
+        c.attach(stdin)
     }
 
     /// Opens a TCP connection to `port` of the pod (what pods/portforward tunnels).
+    ///
+    /// Pods share the host network here, so each built-in listener gets its own host port on
+    /// 127.0.0.1 chosen by the runtime; pod port 8080 of a `kube-sim/app` container maps to it.
+    /// For pods with other images, the port is reached as 127.0.0.1:`port` on the host.
     pub async fn connect_port(
         &self,
         namespace: &str,
         pod: &str,
         port: u16,
     ) -> Result<tokio::net::TcpStream, RuntimeError> {
-        Err(RuntimeError::PortNotExposed {
-            pod: format!("{namespace}/{pod}"),
-            port,
-        })
+        let entry = self.pod(namespace, pod)?;
+        let addr = entry.host_addr(port)?;
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| RuntimeError::io(format!("connect to {addr} (pod {pod} port {port})"), e))
     }
 
     /// Stops every container of every pod and waits for the processes to be gone.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        let pods: Vec<Arc<PodEntry>> = match self.inner.pods.lock() {
+            Ok(mut pods) => pods.drain().map(|(_, p)| p).collect(),
+            Err(_) => Vec::new(),
+        };
+        for pod in pods {
+            pod.stop().await;
+        }
+        self.inner.ctx.processes.kill_all();
+    }
+
+    fn lock_pods(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<(String, String), Arc<PodEntry>>>, RuntimeError> {
+        self.inner.pods.lock().map_err(|_| RuntimeError::ShutDown)
+    }
+
+    fn pod(&self, namespace: &str, pod: &str) -> Result<Arc<PodEntry>, RuntimeError> {
+        self.lock_pods()?
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .cloned()
+            .ok_or_else(|| RuntimeError::PodNotFound {
+                namespace: namespace.to_owned(),
+                pod: pod.to_owned(),
+            })
+    }
+
+    fn container(&self, target: &ContainerRef) -> Result<Arc<Container>, RuntimeError> {
+        let entry = self.pod(&target.namespace, &target.pod)?;
+        entry
+            .containers
+            .iter()
+            .find(|c| c.cref.container == target.container)
+            .cloned()
+            .ok_or_else(|| RuntimeError::ContainerNotFound {
+                namespace: target.namespace.clone(),
+                pod: target.pod.clone(),
+                container: target.container.clone(),
+            })
+    }
+}
+
+/// Processes (exec'd commands) to kill when the runtime goes away.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessRegistry {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, (Option<u32>, Option<u32>)>>,
+}
+
+impl ProcessRegistry {
+    fn add(&self, pid: Option<u32>, pgid: Option<u32>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, (pid, pgid));
+        }
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&id);
+        }
+    }
+
+    fn kill_all(&self) {
+        let all: Vec<(Option<u32>, Option<u32>)> = match self.live.lock() {
+            Ok(mut live) => live.drain().map(|(_, v)| v).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (pid, pgid) in all {
+            if let Some(pgid) = pgid {
+                kill_group(pgid);
+            } else if let Some(pid) = pid {
+                kill_pid(pid);
+            }
+        }
+    }
+}
+
+/// SIGKILL to a process group.
+pub(crate) fn kill_group(pgid: u32) {
+    if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// SIGKILL to a process.
+pub(crate) fn kill_pid(pid: u32) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
 }

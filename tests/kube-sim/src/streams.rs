@@ -7,9 +7,36 @@
 //! Port-forward speaks `v4.channel.k8s.io` framing: two channels per port (data `2*i`, error
 //! `2*i+1`), and the first frame the server sends on each is the port number, little-endian.
 
-use axum::extract::ws::WebSocket;
+mod portforward;
+mod remote;
+#[cfg(test)]
+mod tests;
 
-use crate::runtime::{ContainerRef, PodRef, Runtime};
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+
+pub use portforward::serve_portforward;
+pub use remote::{serve_attach, serve_exec};
+
+/// Channel numbers of the remote-command protocols.
+pub mod channel {
+    /// Client → process input.
+    pub const STDIN: u8 = 0;
+    /// Process standard output.
+    pub const STDOUT: u8 = 1;
+    /// Process standard error.
+    pub const STDERR: u8 = 2;
+    /// Error / final status (`metav1.Status` JSON in v4 and v5).
+    pub const ERROR: u8 = 3;
+    /// Terminal resize (`{"Width":..,"Height":..}`).
+    pub const RESIZE: u8 = 4;
+    /// v5 only: `[CLOSE, channel]` closes a channel.
+    pub const CLOSE: u8 = 255;
+}
 
 /// A negotiated WebSocket subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,29 +103,39 @@ pub struct AttachOptions {
     pub tty: bool,
 }
 
-/// Serves one pods/exec WebSocket until the command exits and its status was sent.
-pub async fn serve_exec(
-    ws: WebSocket,
-    protocol: Protocol,
-    runtime: Runtime,
-    target: ContainerRef,
-    options: ExecOptions,
-) {
-    let _ = (ws, protocol, runtime, target, options);
+/// How many frames may wait for the WebSocket writer; the bound is what gives back-pressure.
+const OUTGOING_FRAMES: usize = 8;
+/// Largest payload read from a process or socket per frame.
+const CHUNK: usize = 32 * 1024;
+
+/// A frame: the channel byte followed by the payload.
+fn frame(channel: u8, payload: &[u8]) -> Message {
+    let mut data = Vec::with_capacity(payload.len() + 1);
+    data.push(channel);
+    data.extend_from_slice(payload);
+    Message::Binary(Bytes::from(data))
 }
 
-/// Serves one pods/attach WebSocket until the client leaves or the container exits.
-pub async fn serve_attach(
+/// Splits the socket and starts the single writer task, fed through a bounded queue.
+fn start_writer(
     ws: WebSocket,
-    protocol: Protocol,
-    runtime: Runtime,
-    target: ContainerRef,
-    options: AttachOptions,
+) -> (
+    mpsc::Sender<Message>,
+    SplitStream<WebSocket>,
+    tokio::task::JoinHandle<()>,
 ) {
-    let _ = (ws, protocol, runtime, target, options);
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::channel(OUTGOING_FRAMES);
+    (tx, stream, tokio::spawn(write_loop(sink, rx)))
 }
 
-/// Serves one pods/portforward WebSocket for `ports` (the `ports` query parameter, in order).
-pub async fn serve_portforward(ws: WebSocket, protocol: Protocol, runtime: Runtime, pod: PodRef, ports: Vec<u16>) {
-    let _ = (ws, protocol, runtime, pod, ports);
+/// Sends queued frames until every sender is gone, then closes the socket normally.
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
+    while let Some(message) = rx.recv().await {
+        if sink.send(message).await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.close().await;
 }
