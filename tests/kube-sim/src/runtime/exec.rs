@@ -67,12 +67,13 @@ impl ExecProcess {
     pub(crate) fn spawn(
         mut cmd: tokio::process::Command,
         spec: &ExecSpec,
+        ptmx: Option<&std::path::Path>,
         registry: Arc<ProcessRegistry>,
     ) -> io::Result<Self> {
         cmd.kill_on_drop(true);
         let (stdin, stdout, stderr, resizer, pgid_leader);
         if spec.tty {
-            let (master, slave) = open_pty(spec.terminal_size)?;
+            let (master, slave) = open_pty(spec.terminal_size, ptmx)?;
             cmd.stdin(slave.try_clone()?)
                 .stdout(slave.try_clone()?)
                 .stderr(slave);
@@ -171,18 +172,20 @@ pub(crate) fn exit_of(status: std::process::ExitStatus) -> ExecExit {
     }
 }
 
-fn open_pty(size: Option<TerminalSize>) -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pseudo-terminal pair. With `ptmx` (the container's `/dev/ptmx`, reached through
+/// `/proc/<pid>/root`), the terminal belongs to the container's own devpts instance, so
+/// `tty` and `ttyname` work inside it; otherwise it is one of the host's.
+fn open_pty(size: Option<TerminalSize>, ptmx: Option<&std::path::Path>) -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::fs::{Mode, OFlags};
     use rustix::pty::OpenptFlags;
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = match ptmx {
+        Some(path) => rustix::fs::open(path, OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?,
+        None => rustix::pty::openpt(flags)?,
+    };
     rustix::pty::grantpt(&master)?;
     rustix::pty::unlockpt(&master)?;
-    let name = rustix::pty::ptsname(&master, Vec::new())?;
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)?;
     if let Some(size) = size {
         set_size(&master, size)?;
     }

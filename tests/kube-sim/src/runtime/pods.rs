@@ -510,7 +510,11 @@ impl Container {
         let cmd = ctx
             .sandbox
             .exec_command(&launch, &ctx.marker, instance.ns_pid, spec.tty);
-        ExecProcess::spawn(cmd, spec, Arc::clone(&ctx.processes))
+        let ptmx = instance
+            .ns_pid
+            .filter(|_| ctx.sandbox.exec_shares_namespaces())
+            .map(|pid| PathBuf::from(format!("/proc/{pid}/root/dev/ptmx")));
+        ExecProcess::spawn(cmd, spec, ptmx.as_deref(), Arc::clone(&ctx.processes))
             .map_err(|e| RuntimeError::io(format!("exec {:?}", spec.command), e))
     }
 

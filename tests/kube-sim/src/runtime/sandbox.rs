@@ -228,7 +228,9 @@ impl Sandbox {
             }
             (Self::Bubblewrap { bwrap, .. }, _) => bwrap_command(bwrap, &inner, marker, &extra_env),
             (Self::None { .. }, _) => {
-                let argv = rewrite_argv(&inner);
+                // Through env(1), so a missing command is exit status 127 as in a container.
+                let mut argv = vec!["/usr/bin/env".to_owned(), "--".to_owned()];
+                argv.extend(rewrite_argv(&inner));
                 let mut cmd = tokio::process::Command::new(&argv[0]);
                 cmd.args(&argv[1..]);
                 unsandboxed_env(&mut cmd, launch, marker);
@@ -291,6 +293,8 @@ fn bwrap_command(
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(bwrap);
     cmd.env_clear();
+    // bwrap itself carries the marker too (it does not pass its environment on: --clearenv).
+    cmd.env(&marker.0, &marker.1);
     cmd.args(["--die-with-parent", "--unshare-pid", "--unshare-uts", "--unshare-ipc"]);
     cmd.args(["--hostname", launch.hostname]);
     cmd.args(["--ro-bind", "/usr", "/usr"]);
