@@ -146,10 +146,13 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+/// Running pods by (namespace, name).
+type PodMap = HashMap<(String, String), Arc<PodEntry>>;
+
 #[derive(Debug)]
 struct Inner {
     ctx: Arc<pods::Ctx>,
-    pods: Mutex<HashMap<(String, String), Arc<PodEntry>>>,
+    pods: Mutex<PodMap>,
 }
 
 impl Drop for Inner {
@@ -170,13 +173,22 @@ impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let sandbox = Sandbox::detect(options.sandbox)?;
         std::fs::create_dir_all(&options.state_dir).map_err(|e| {
-            RuntimeError::io(format!("create state dir {}", options.state_dir.display()), e)
+            RuntimeError::io(
+                format!("create state dir {}", options.state_dir.display()),
+                e,
+            )
         })?;
         let state_dir = options.state_dir.canonicalize().map_err(|e| {
-            RuntimeError::io(format!("resolve state dir {}", options.state_dir.display()), e)
+            RuntimeError::io(
+                format!("resolve state dir {}", options.state_dir.display()),
+                e,
+            )
         })?;
         let container_exe = options.container_exe.canonicalize().map_err(|e| {
-            RuntimeError::io(format!("resolve container exe {}", options.container_exe.display()), e)
+            RuntimeError::io(
+                format!("resolve container exe {}", options.container_exe.display()),
+                e,
+            )
         })?;
         let ctx = pods::Ctx::new(sandbox, container_exe, state_dir)?;
         Ok(Self {
@@ -268,7 +280,11 @@ impl Runtime {
 
     /// Runs a command inside the container's view (same `/var`, `/tmp`, hostname and, when
     /// [`Runtime::exec_shares_namespaces`], the same pid namespace).
-    pub async fn exec(&self, target: &ContainerRef, spec: ExecSpec) -> Result<ExecProcess, RuntimeError> {
+    pub async fn exec(
+        &self,
+        target: &ContainerRef,
+        spec: ExecSpec,
+    ) -> Result<ExecProcess, RuntimeError> {
         if spec.command.is_empty() {
             return Err(RuntimeError::EmptyCommand);
         }
@@ -278,7 +294,11 @@ impl Runtime {
 
     /// Attaches to the main process of a container: its output from now on, and (with `stdin`)
     /// its standard input.
-    pub async fn attach(&self, target: &ContainerRef, stdin: bool) -> Result<Attached, RuntimeError> {
+    pub async fn attach(
+        &self,
+        target: &ContainerRef,
+        stdin: bool,
+    ) -> Result<Attached, RuntimeError> {
         let c = self.container(target)?;
         c.attach(stdin)
     }
@@ -313,9 +333,7 @@ impl Runtime {
         self.inner.ctx.processes.kill_all();
     }
 
-    fn lock_pods(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<(String, String), Arc<PodEntry>>>, RuntimeError> {
+    fn lock_pods(&self) -> Result<std::sync::MutexGuard<'_, PodMap>, RuntimeError> {
         self.inner.pods.lock().map_err(|_| RuntimeError::ShutDown)
     }
 
@@ -348,14 +366,21 @@ impl Runtime {
 #[derive(Debug, Default)]
 pub(crate) struct ProcessRegistry {
     next: AtomicU64,
-    live: Mutex<HashMap<u64, (Option<u32>, Option<u32>)>>,
+    live: Mutex<HashMap<u64, Tracked>>,
+}
+
+/// A tracked process: its pid and, when it leads one, its process group.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    pid: Option<u32>,
+    pgid: Option<u32>,
 }
 
 impl ProcessRegistry {
     fn add(&self, pid: Option<u32>, pgid: Option<u32>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut live) = self.live.lock() {
-            live.insert(id, (pid, pgid));
+            live.insert(id, Tracked { pid, pgid });
         }
         id
     }
@@ -367,11 +392,11 @@ impl ProcessRegistry {
     }
 
     fn kill_all(&self) {
-        let all: Vec<(Option<u32>, Option<u32>)> = match self.live.lock() {
+        let all: Vec<Tracked> = match self.live.lock() {
             Ok(mut live) => live.drain().map(|(_, v)| v).collect(),
             Err(_) => Vec::new(),
         };
-        for (pid, pgid) in all {
+        for Tracked { pid, pgid } in all {
             if let Some(pgid) = pgid {
                 kill_group(pgid);
             } else if let Some(pid) = pid {
@@ -383,14 +408,20 @@ impl ProcessRegistry {
 
 /// SIGKILL to a process group.
 pub(crate) fn kill_group(pgid: u32) {
-    if let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 
 /// SIGKILL to a process.
 pub(crate) fn kill_pid(pid: u32) {
-    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }

@@ -18,7 +18,6 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-
 pub use portforward::serve_portforward;
 pub use remote::{serve_attach, serve_exec};
 

@@ -147,7 +147,9 @@ pub(crate) fn main(args: Vec<String>) -> ExitCode {
                 return ExitCode::from(98);
             }
         };
-        out.line(&format!("INFO {name}: listening on container port {APP_PORT} ({listen})"));
+        out.line(&format!(
+            "INFO {name}: listening on container port {APP_PORT} ({listen})"
+        ));
         let (out, name) = (Arc::clone(&out), name.clone());
         thread::spawn(move || serve_http(&listener, &out, &name));
     }
@@ -221,7 +223,7 @@ fn log_forever(out: &Output, name: &str, interval: Duration) -> ExitCode {
     let mut n: u64 = 0;
     loop {
         n += 1;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             out.line(&format!(
                 "ERROR {name}: upstream timeout talking to ledger (request {n})"
             ));

@@ -80,14 +80,16 @@ impl ExecProcess {
             // No own process group: `setsid` makes the command a session leader itself.
             pgid_leader = false;
             stdin = if spec.stdin {
-                Some(ExecStdin::Pty(pipe::Sender::from_file_unchecked(File::from(
-                    master.try_clone()?,
-                ))?))
+                Some(ExecStdin::Pty(pipe::Sender::from_file_unchecked(
+                    File::from(master.try_clone()?),
+                )?))
             } else {
                 None
             };
             resizer = Some(Resizer(Arc::new(master.try_clone()?)));
-            stdout = Some(ExecOutput::Pty(pipe::Receiver::from_file_unchecked(File::from(master))?));
+            stdout = Some(ExecOutput::Pty(pipe::Receiver::from_file_unchecked(
+                File::from(master),
+            )?));
             stderr = None;
         } else {
             cmd.stdin(if spec.stdin {
@@ -175,12 +177,19 @@ pub(crate) fn exit_of(status: std::process::ExitStatus) -> ExecExit {
 /// A pseudo-terminal pair. With `ptmx` (the container's `/dev/ptmx`, reached through
 /// `/proc/<pid>/root`), the terminal belongs to the container's own devpts instance, so
 /// `tty` and `ttyname` work inside it; otherwise it is one of the host's.
-fn open_pty(size: Option<TerminalSize>, ptmx: Option<&std::path::Path>) -> io::Result<(OwnedFd, OwnedFd)> {
+fn open_pty(
+    size: Option<TerminalSize>,
+    ptmx: Option<&std::path::Path>,
+) -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::fs::{Mode, OFlags};
     use rustix::pty::OpenptFlags;
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
     let master = match ptmx {
-        Some(path) => rustix::fs::open(path, OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?,
+        Some(path) => rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?,
         None => rustix::pty::openpt(flags)?,
     };
     rustix::pty::grantpt(&master)?;
@@ -239,7 +248,11 @@ impl ExecStdin {
 }
 
 impl AsyncWrite for ExecStdin {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match &mut *self {
             Self::Pipe(p) => Pin::new(p).poll_write(cx, buf),
             Self::Pty(p) => Pin::new(p).poll_write(cx, buf),
@@ -273,13 +286,19 @@ pub enum ExecOutput {
 }
 
 impl AsyncRead for ExecOutput {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match &mut *self {
             Self::Stdout(p) => Pin::new(p).poll_read(cx, buf),
             Self::Stderr(p) => Pin::new(p).poll_read(cx, buf),
             Self::Pty(p) => match ready!(Pin::new(p).poll_read(cx, buf)) {
                 // EIO: the last terminal descriptor closed (the process exited): end of output.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => Poll::Ready(Ok(())),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+                    Poll::Ready(Ok(()))
+                }
                 other => Poll::Ready(other),
             },
         }

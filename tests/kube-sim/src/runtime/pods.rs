@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
 };
@@ -22,7 +22,9 @@ use super::builtin::Image;
 use super::exec::{ExecProcess, ExecSpec};
 use super::logs::{LogProgress, LogStream, LogWriter, OutputStream, RecordReader, Start};
 use super::sandbox::{ContainerDirs, EXE_IN_SANDBOX, Launch, Sandbox};
-use super::{CONTAINER_SUBCOMMAND, ContainerRef, LogOptions, ProcessRegistry, RuntimeError, kill_group};
+use super::{
+    CONTAINER_SUBCOMMAND, ContainerRef, LogOptions, ProcessRegistry, RuntimeError, kill_group,
+};
 
 /// How long output pipes may stay open after the main process exited (a background child
 /// holding them) before the log pump gives up on them.
@@ -50,7 +52,11 @@ struct SpawnJob {
 }
 
 impl Ctx {
-    pub(crate) fn new(sandbox: Sandbox, exe: PathBuf, state_dir: PathBuf) -> Result<Self, RuntimeError> {
+    pub(crate) fn new(
+        sandbox: Sandbox,
+        exe: PathBuf,
+        state_dir: PathBuf,
+    ) -> Result<Self, RuntimeError> {
         // Container processes die with the thread that spawned them (bwrap --die-with-parent and
         // setpriv --pdeathsig act on the parent *thread*), so one long-lived thread spawns them
         // all; it ends, killing them, when the runtime is dropped.
@@ -130,7 +136,9 @@ fn valid_name(kind: &str, name: &str) -> Result<(), RuntimeError> {
     if ok {
         Ok(())
     } else {
-        Err(RuntimeError::InvalidPod(format!("invalid {kind} name {name:?}")))
+        Err(RuntimeError::InvalidPod(format!(
+            "invalid {kind} name {name:?}"
+        )))
     }
 }
 
@@ -162,14 +170,18 @@ impl PodPlan {
             .as_ref()
             .ok_or_else(|| RuntimeError::InvalidPod("spec is missing".to_owned()))?;
         if spec.containers.is_empty() {
-            return Err(RuntimeError::InvalidPod("spec.containers is empty".to_owned()));
+            return Err(RuntimeError::InvalidPod(
+                "spec.containers is empty".to_owned(),
+            ));
         }
         let restart = match spec.restart_policy.as_deref() {
             None | Some("Always") => Restart::Always,
             Some("OnFailure") => Restart::OnFailure,
             Some("Never") => Restart::Never,
             Some(other) => {
-                return Err(RuntimeError::InvalidPod(format!("unknown restartPolicy {other:?}")));
+                return Err(RuntimeError::InvalidPod(format!(
+                    "unknown restartPolicy {other:?}"
+                )));
             }
         };
         let mut ports = HashMap::new();
@@ -177,8 +189,14 @@ impl PodPlan {
         let mut containers = Vec::with_capacity(spec.containers.len());
         for c in &spec.containers {
             valid_name("container", &c.name)?;
-            if containers.iter().any(|x: &Container| x.cref.container == c.name) {
-                return Err(RuntimeError::InvalidPod(format!("duplicate container name {:?}", c.name)));
+            if containers
+                .iter()
+                .any(|x: &Container| x.cref.container == c.name)
+            {
+                return Err(RuntimeError::InvalidPod(format!(
+                    "duplicate container name {:?}",
+                    c.name
+                )));
             }
             let image_ref = c.image.clone().unwrap_or_default();
             let image = Image::from_reference(&image_ref);
@@ -205,7 +223,8 @@ impl PodPlan {
                         argv.extend(["--log".to_owned(), log.to_owned()]);
                     }
                     if let Some(port) = image.listen_port() {
-                        let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()?));
+                        let host =
+                            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port()?));
                         argv.extend(["--listen".to_owned(), host.to_string()]);
                         ports.insert(port, host);
                     }
@@ -239,7 +258,9 @@ impl PodPlan {
                 workdir: c.working_dir.clone(),
                 restart,
                 stdin_once: c.stdin_once.unwrap_or(false),
-                needs_ready: image.and_then(Image::listen_port).and_then(|p| ports.get(&p).copied()),
+                needs_ready: image
+                    .and_then(Image::listen_port)
+                    .and_then(|p| ports.get(&p).copied()),
                 live: Mutex::new(Live::default()),
                 stop: watch::channel(false).0,
             });
@@ -413,7 +434,10 @@ impl Container {
     }
 
     fn current(&self) -> Result<Arc<Instance>, RuntimeError> {
-        self.lock()?.current.clone().ok_or_else(|| self.not_running())
+        self.lock()?
+            .current
+            .clone()
+            .ok_or_else(|| self.not_running())
     }
 
     fn kill_current(&self) {
@@ -439,7 +463,14 @@ impl Container {
             terminated: Some(ContainerStateTerminated {
                 exit_code: t.exit_code,
                 signal: t.signal,
-                reason: Some(if t.exit_code == 0 { "Completed" } else { "Error" }.to_owned()),
+                reason: Some(
+                    if t.exit_code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    }
+                    .to_owned(),
+                ),
                 started_at: to_time(t.started_at),
                 finished_at: to_time(t.finished_at),
                 ..ContainerStateTerminated::default()
@@ -558,7 +589,10 @@ impl Container {
             }
             if self.current().is_err() || tokio::time::Instant::now() >= deadline {
                 return Err(RuntimeError::io(
-                    format!("container {} did not start listening on {addr}", self.cref.container),
+                    format!(
+                        "container {} did not start listening on {addr}",
+                        self.cref.container
+                    ),
                     std::io::Error::from(std::io::ErrorKind::TimedOut),
                 ));
             }
@@ -567,11 +601,14 @@ impl Container {
     }
 
     /// Spawns one instance of the main process.
-    async fn start_instance(&self, ctx: &Ctx) -> Result<(Arc<Instance>, Child, LogWriter), RuntimeError> {
+    async fn start_instance(
+        &self,
+        ctx: &Ctx,
+    ) -> Result<(Arc<Instance>, Child, LogWriter), RuntimeError> {
         let generation = self.lock()?.restart_count;
         let log_path = self.log_path(generation);
-        let (writer, progress) =
-            LogWriter::create(&log_path).map_err(|e| RuntimeError::io(format!("create {}", log_path.display()), e))?;
+        let (writer, progress) = LogWriter::create(&log_path)
+            .map_err(|e| RuntimeError::io(format!("create {}", log_path.display()), e))?;
         // Keep the previous instance's log only.
         let _ = std::fs::remove_file(self.log_path(generation - 2));
         let launch = Launch {
@@ -627,7 +664,11 @@ async fn sandbox_init_pid(bwrap_pid: u32, child: &mut Child) -> Option<u32> {
 
 /// Runs a container: starts its main process, pumps its output into the log, restarts it per
 /// the pod's restart policy, until stopped.
-async fn supervise(ctx: Arc<Ctx>, c: Arc<Container>, ready: oneshot::Sender<Result<(), RuntimeError>>) {
+async fn supervise(
+    ctx: Arc<Ctx>,
+    c: Arc<Container>,
+    ready: oneshot::Sender<Result<(), RuntimeError>>,
+) {
     let mut ready = Some(ready);
     let mut stop = c.stop.subscribe();
     let mut backoff = Duration::from_millis(500);
@@ -733,7 +774,10 @@ async fn run_instance(
     }
 }
 
-async fn read_opt<R: tokio::io::AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_opt<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     match r {
         Some(r) => r.read(buf).await,
         None => Ok(0),
@@ -750,7 +794,9 @@ pub struct Attached {
 
 impl std::fmt::Debug for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Attached").field("stdin", &self.stdin).finish_non_exhaustive()
+        f.debug_struct("Attached")
+            .field("stdin", &self.stdin)
+            .finish_non_exhaustive()
     }
 }
 

@@ -157,11 +157,21 @@ impl Sandbox {
 
     /// Whether exec'd commands share the main process's namespaces (and see it in `ps`).
     pub(crate) fn exec_shares_namespaces(&self) -> bool {
-        matches!(self, Self::Bubblewrap { nsenter: Some(_), .. })
+        matches!(
+            self,
+            Self::Bubblewrap {
+                nsenter: Some(_),
+                ..
+            }
+        )
     }
 
     /// The command that starts a container's main process.
-    pub(crate) fn main_command(&self, launch: &Launch<'_>, marker: &(String, String)) -> tokio::process::Command {
+    pub(crate) fn main_command(
+        &self,
+        launch: &Launch<'_>,
+        marker: &(String, String),
+    ) -> tokio::process::Command {
         match self {
             Self::Bubblewrap { bwrap, .. } => bwrap_command(bwrap, launch, marker, &[]),
             Self::None { setpriv, .. } => {
@@ -215,13 +225,22 @@ impl Sandbox {
             extra_env.push(("TERM".to_owned(), "xterm".to_owned()));
         }
         match (self, ns_pid) {
-            (Self::Bubblewrap { nsenter: Some(nsenter), .. }, Some(pid)) => {
+            (
+                Self::Bubblewrap {
+                    nsenter: Some(nsenter),
+                    ..
+                },
+                Some(pid),
+            ) => {
                 let mut cmd = tokio::process::Command::new(nsenter);
                 cmd.arg(format!("--target={pid}"))
                     .args(["--mount", "--uts", "--ipc", "--pid", "--"])
                     .args(&argv);
                 cmd.env_clear();
-                for (k, v) in base_env(launch, "/root", marker).into_iter().chain(extra_env) {
+                for (k, v) in base_env(launch, "/root", marker)
+                    .into_iter()
+                    .chain(extra_env)
+                {
                     cmd.env(k, v);
                 }
                 cmd
@@ -254,7 +273,11 @@ fn base_env(launch: &Launch<'_>, home: &str, marker: &(String, String)) -> Vec<(
     env
 }
 
-fn unsandboxed_env(cmd: &mut tokio::process::Command, launch: &Launch<'_>, marker: &(String, String)) {
+fn unsandboxed_env(
+    cmd: &mut tokio::process::Command,
+    launch: &Launch<'_>,
+    marker: &(String, String),
+) {
     cmd.env_clear();
     let home = launch.dirs.root.to_string_lossy().into_owned();
     for (k, v) in base_env(launch, &home, marker) {
@@ -295,7 +318,12 @@ fn bwrap_command(
     cmd.env_clear();
     // bwrap itself carries the marker too (it does not pass its environment on: --clearenv).
     cmd.env(&marker.0, &marker.1);
-    cmd.args(["--die-with-parent", "--unshare-pid", "--unshare-uts", "--unshare-ipc"]);
+    cmd.args([
+        "--die-with-parent",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-ipc",
+    ]);
     cmd.args(["--hostname", launch.hostname]);
     cmd.args(["--ro-bind", "/usr", "/usr"]);
     for name in ROOT_LINKS {
@@ -310,7 +338,9 @@ fn bwrap_command(
             Err(_) => {}
         }
     }
-    cmd.args(["--proc", "/proc", "--dev", "/dev", "--dir", "/etc", "--dir", "/root"]);
+    cmd.args([
+        "--proc", "/proc", "--dev", "/dev", "--dir", "/etc", "--dir", "/root",
+    ]);
     for file in ETC_FILES {
         cmd.args(["--ro-bind-try", file, file]);
     }
@@ -328,7 +358,14 @@ fn bwrap_command(
 
 fn probe_bwrap(bwrap: &Path) -> Result<(), String> {
     let mut cmd = std::process::Command::new(bwrap);
-    cmd.args(["--die-with-parent", "--unshare-pid", "--unshare-uts", "--ro-bind", "/usr", "/usr"]);
+    cmd.args([
+        "--die-with-parent",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]);
     for name in ROOT_LINKS {
         let host = Path::new("/").join(name);
         if let Ok(target) = std::fs::read_link(&host) {

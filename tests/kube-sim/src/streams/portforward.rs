@@ -35,7 +35,9 @@ pub async fn serve_portforward(
             continue;
         };
         let prefix = port.to_le_bytes();
-        if tx.send(frame(data, &prefix)).await.is_err() || tx.send(frame(error, &prefix)).await.is_err() {
+        if tx.send(frame(data, &prefix)).await.is_err()
+            || tx.send(frame(error, &prefix)).await.is_err()
+        {
             break;
         }
         match runtime.connect_port(&pod.namespace, &pod.pod, port).await {
@@ -45,10 +47,7 @@ pub async fn serve_portforward(
                 pumps.spawn(pump_from_pod(read_half, data, tx.clone()));
             }
             Err(e) => {
-                let message = format!(
-                    "error forwarding port {port} to pod {}, uid : {e}",
-                    pod.pod
-                );
+                let message = format!("error forwarding port {port} to pod {}, uid : {e}", pod.pod);
                 let _ = tx.send(frame(error, message.as_bytes())).await;
                 writers.push(None);
             }

@@ -90,9 +90,7 @@ pub async fn serve_exec(
             () = &mut grace, if exit.is_some() => break,
         }
     }
-    if !client_gone
-        && let Some(exit) = exit
-    {
+    if !client_gone && let Some(exit) = exit {
         let status = if exit.code == 0 {
             success_status()
         } else {
@@ -238,7 +236,11 @@ async fn read_exec_input(
     }
 }
 
-async fn read_attach_input(mut stream: SplitStream<WebSocket>, protocol: Protocol, stdin: Option<AttachStdin>) {
+async fn read_attach_input(
+    mut stream: SplitStream<WebSocket>,
+    protocol: Protocol,
+    stdin: Option<AttachStdin>,
+) {
     let mut stdin = stdin;
     while let Some(Ok(message)) = stream.next().await {
         let data = match message {

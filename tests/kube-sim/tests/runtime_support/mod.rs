@@ -68,9 +68,21 @@ pub fn demo_pods() -> Vec<Pod> {
         ..ContainerPort::default()
     }]);
     vec![
-        pod("payments", "api-0", vec![app, container("sidecar", "kube-sim/idle")]),
-        pod("payments", "worker-0", vec![container("worker", "kube-sim/worker")]),
-        pod("default", "toolbox", vec![container("toolbox", "kube-sim/idle")]),
+        pod(
+            "payments",
+            "api-0",
+            vec![app, container("sidecar", "kube-sim/idle")],
+        ),
+        pod(
+            "payments",
+            "worker-0",
+            vec![container("worker", "kube-sim/worker")],
+        ),
+        pod(
+            "default",
+            "toolbox",
+            vec![container("toolbox", "kube-sim/idle")],
+        ),
     ]
 }
 
@@ -98,7 +110,12 @@ impl Output {
 }
 
 /// Runs argv in a container (pipes), feeding `input` then closing stdin.
-pub async fn exec(rt: &Runtime, target: &ContainerRef, argv: &[&str], input: Option<&[u8]>) -> Output {
+pub async fn exec(
+    rt: &Runtime,
+    target: &ContainerRef,
+    argv: &[&str],
+    input: Option<&[u8]>,
+) -> Output {
     let mut p = rt
         .exec(
             target,
@@ -122,7 +139,11 @@ pub async fn exec(rt: &Runtime, target: &ContainerRef, argv: &[&str], input: Opt
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let (_, a, b) = tokio::join!(feed, stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+    let (_, a, b) = tokio::join!(
+        feed,
+        stdout.read_to_end(&mut out),
+        stderr.read_to_end(&mut err)
+    );
     a.unwrap();
     b.unwrap();
     let exit = p.wait().await.unwrap();
@@ -144,7 +165,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -1,0 +1,419 @@
+//! The WebSocket stream protocols driven by kube-rs through a minimal HTTP router over the runtime
+//! (the full API server, with authn/RBAC, is tested elsewhere with kubectl).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod runtime_support;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, TerminalSize};
+use kube_sim::runtime::{ContainerRef, PodRef, Runtime, SandboxMode};
+use kube_sim::streams::{self, AttachOptions, ExecOptions};
+use runtime_support::*;
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn offered(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect()
+}
+
+fn query(raw: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn flag(q: &[(String, String)], name: &str) -> bool {
+    q.iter()
+        .any(|(k, v)| k == name && (v == "true" || v == "1"))
+}
+
+fn container_of(q: &[(String, String)]) -> String {
+    q.iter()
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "app".to_owned())
+}
+
+async fn exec(
+    State(rt): State<Runtime>,
+    Path((ns, pod)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let offered = offered(&headers);
+    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let Some(protocol) = streams::negotiate_protocol(&offered) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let q = query(raw);
+    let options = ExecOptions {
+        command: q
+            .iter()
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        stdin: flag(&q, "stdin"),
+        stdout: flag(&q, "stdout"),
+        stderr: flag(&q, "stderr"),
+        tty: flag(&q, "tty"),
+    };
+    let target = ContainerRef::new(ns, pod, container_of(&q));
+    ws.protocols([protocol.as_str()])
+        .on_upgrade(move |ws| streams::serve_exec(ws, protocol, rt, target, options))
+}
+
+async fn attach(
+    State(rt): State<Runtime>,
+    Path((ns, pod)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let offered = offered(&headers);
+    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let Some(protocol) = streams::negotiate_protocol(&offered) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let q = query(raw);
+    let options = AttachOptions {
+        stdin: flag(&q, "stdin"),
+        stdout: flag(&q, "stdout"),
+        stderr: flag(&q, "stderr"),
+        tty: flag(&q, "tty"),
+    };
+    let target = ContainerRef::new(ns, pod, container_of(&q));
+    ws.protocols([protocol.as_str()])
+        .on_upgrade(move |ws| streams::serve_attach(ws, protocol, rt, target, options))
+}
+
+async fn portforward(
+    State(rt): State<Runtime>,
+    Path((ns, pod)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let offered = offered(&headers);
+    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let Some(protocol) = streams::negotiate_portforward_protocol(&offered) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let ports: Vec<u16> = query(raw)
+        .iter()
+        .filter(|(k, _)| k == "ports")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|p| p.trim().parse::<u16>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ws.protocols([protocol.as_str()]).on_upgrade(move |ws| {
+        streams::serve_portforward(ws, protocol, rt, PodRef::new(ns, pod), ports)
+    })
+}
+
+struct Server {
+    rt: Runtime,
+    client: kube::Client,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    fn pods(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+    async fn stop(self) {
+        self.task.abort();
+        self.rt.shutdown().await;
+    }
+}
+
+async fn server() -> Server {
+    let mode = if bwrap_available() {
+        SandboxMode::Bubblewrap
+    } else {
+        SandboxMode::None
+    };
+    let (rt, dir) = runtime(mode);
+    start_demo(&rt).await;
+    let app = Router::new()
+        .route("/api/v1/namespaces/{ns}/pods/{pod}/exec", any(exec))
+        .route("/api/v1/namespaces/{ns}/pods/{pod}/attach", any(attach))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{pod}/portforward",
+            any(portforward),
+        )
+        .with_state(rt.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    Server {
+        rt,
+        client,
+        _dir: dir,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_exec_stdout_stderr_and_status() {
+    let s = server().await;
+    let pods = s.pods("payments");
+    let mut p = pods
+        .exec(
+            "api-0",
+            ["cat", "/var/log/app.log"],
+            &AttachParams::default().container("app"),
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+    let status = p.take_status().unwrap().await.unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"));
+    assert!(out.contains("INFO app: handled GET"), "{out}");
+    p.join().await.unwrap();
+
+    let mut p = pods
+        .exec(
+            "api-0",
+            ["sh", "-c", "echo to-out; echo to-err >&2; exit 7"],
+            &AttachParams::default().container("app").stderr(true),
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let mut err = String::new();
+    let mut stdout = p.stdout().unwrap();
+    let mut stderr = p.stderr().unwrap();
+    let (a, b) = tokio::join!(
+        stdout.read_to_string(&mut out),
+        stderr.read_to_string(&mut err)
+    );
+    a.unwrap();
+    b.unwrap();
+    let status = p.take_status().unwrap().await.unwrap();
+    assert_eq!(out, "to-out\n");
+    assert_eq!(err, "to-err\n");
+    assert_eq!(status.status.as_deref(), Some("Failure"));
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    let causes = status.details.unwrap().causes.unwrap();
+    assert_eq!(causes[0].reason.as_deref(), Some("ExitCode"));
+    assert_eq!(causes[0].message.as_deref(), Some("7"));
+    assert!(
+        status
+            .message
+            .unwrap()
+            .starts_with("command terminated with non-zero exit code: ")
+    );
+
+    // A container that does not exist: a Failure status, not a hang.
+    let mut p = pods
+        .exec(
+            "api-0",
+            ["true"],
+            &AttachParams::default().container("nope"),
+        )
+        .await
+        .unwrap();
+    let status = p.take_status().unwrap().await.unwrap();
+    assert_eq!(status.status.as_deref(), Some("Failure"));
+    assert!(status.message.unwrap().contains("nope"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_exec_50_mib_through_sha256sum() {
+    let s = server().await;
+    let pods = s.pods("payments");
+    let params = AttachParams {
+        container: Some("app".to_owned()),
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        max_stdin_buf_size: Some(256 * 1024),
+        ..AttachParams::default()
+    };
+    let mut p = pods.exec("api-0", ["sha256sum"], &params).await.unwrap();
+    let mut stdin = p.stdin().unwrap();
+    let mut stdout = p.stdout().unwrap();
+    let total: usize = 50 * 1024 * 1024;
+    let feed = async move {
+        let mut hasher = sha2::Sha256::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0usize;
+        let mut seed = 0x9e37_79b9u32;
+        while sent < total {
+            for b in chunk.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                *b = seed as u8;
+            }
+            hasher.update(&chunk);
+            stdin.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        stdin.shutdown().await.unwrap();
+        drop(stdin);
+        hex::encode(hasher.finalize())
+    };
+    let mut out = String::new();
+    let (expected, read) = tokio::join!(feed, stdout.read_to_string(&mut out));
+    read.unwrap();
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(expected.as_str()),
+        "{out}"
+    );
+    let status = p.take_status().unwrap().await.unwrap();
+    assert_eq!(status.status.as_deref(), Some("Success"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_tty_exec_sees_resize() {
+    let s = server().await;
+    let pods = s.pods("payments");
+    let mut p = pods
+        .exec(
+            "api-0",
+            ["sh"],
+            &AttachParams::interactive_tty().container("app"),
+        )
+        .await
+        .unwrap();
+    let mut resize = p.terminal_size().unwrap();
+    let mut stdin = p.stdin().unwrap();
+    let mut stdout = p.stdout().unwrap();
+    use futures::SinkExt;
+    resize
+        .send(TerminalSize {
+            width: 91,
+            height: 33,
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The resize frame and the command race on different channels: ask until the size shows.
+    let mut attempt = 0;
+    while !String::from_utf8_lossy(&seen).contains("33 91") {
+        attempt += 1;
+        assert!(attempt < 200, "{}", String::from_utf8_lossy(&seen));
+        stdin
+            .write_all(format!("stty size; echo done-{attempt}\n").as_bytes())
+            .await
+            .unwrap();
+        let marker = format!("done-{attempt}\r\n");
+        while !String::from_utf8_lossy(&seen).contains(&marker) {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    stdin.write_all(b"tty; exit 5\n").await.unwrap();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).await.unwrap();
+    seen.extend_from_slice(&rest);
+    let status = p.take_status().unwrap().await.unwrap();
+    let causes = status.details.unwrap().causes.unwrap();
+    assert_eq!(causes[0].message.as_deref(), Some("5"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_attach_and_portforward() {
+    let s = server().await;
+    let pods = s.pods("payments");
+    let mut p = pods
+        .attach(
+            "api-0",
+            &AttachParams::default()
+                .container("app")
+                .stdin(true)
+                .stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut stdin = p.stdin().unwrap();
+    let mut stdout = p.stdout().unwrap();
+    stdin.write_all(b"hello-through-attach\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("stdin: hello-through-attach") {
+        let n = stdout.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    p.abort();
+
+    let mut pf = pods.portforward("api-0", &[8080, 9999]).await.unwrap();
+    let mut conn = pf.take_stream(8080).unwrap();
+    let error = pf.take_error(9999).unwrap();
+    conn.write_all(b"GET /via-portforward HTTP/1.1\r\nHost: api-0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let message = error.await.unwrap();
+    assert!(message.contains("error forwarding port 9999"), "{message}");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("GET /via-portforward"), "{response}");
+    if s.rt.is_sandboxed() {
+        assert!(response.contains("on api-0"), "{response}");
+    }
+    // The pod closed the only live port: the server closed the socket (that is how EOF reaches
+    // the client in this protocol).
+    drop(conn);
+    let _ = pf.join().await;
+
+    // Keep-alive: the client reads one response, drops its stream, and the forwarder ends cleanly.
+    let mut pf = pods.portforward("api-0", &[8080]).await.unwrap();
+    let mut conn = pf.take_stream(8080).unwrap();
+    conn.write_all(b"GET /keep HTTP/1.1\r\nHost: api-0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        response.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= len {
+                assert!(body.contains("GET /keep"), "{body}");
+                break;
+            }
+        }
+    }
+    drop(conn);
+    pf.join().await.unwrap();
+    s.stop().await;
+}
