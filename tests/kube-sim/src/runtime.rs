@@ -289,7 +289,7 @@ impl Runtime {
             return Err(RuntimeError::EmptyCommand);
         }
         let c = self.container(target)?;
-        c.exec(&self.inner.ctx, &spec)
+        c.exec(&self.inner.ctx, &spec).await
     }
 
     /// Attaches to the main process of a container: its output from now on, and (with `stdin`)

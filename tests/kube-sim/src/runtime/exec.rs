@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
-use super::ProcessRegistry;
+use super::pods::Ctx;
+use super::{ProcessRegistry, RuntimeError};
 
 /// Size of a terminal in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,32 +65,35 @@ pub struct ExecExit {
 }
 
 impl ExecProcess {
-    pub(crate) fn spawn(
+    pub(crate) async fn spawn(
         mut cmd: tokio::process::Command,
         spec: &ExecSpec,
         ptmx: Option<&std::path::Path>,
-        registry: Arc<ProcessRegistry>,
-    ) -> io::Result<Self> {
+        ctx: &Ctx,
+    ) -> Result<Self, RuntimeError> {
+        let registry = Arc::clone(&ctx.processes);
+        let io_err = |e: io::Error| RuntimeError::io(format!("exec {:?}", spec.command), e);
         cmd.kill_on_drop(true);
         let (stdin, stdout, stderr, resizer, pgid_leader);
         if spec.tty {
-            let (master, slave) = open_pty(spec.terminal_size, ptmx)?;
-            cmd.stdin(slave.try_clone()?)
-                .stdout(slave.try_clone()?)
+            let (master, slave) = open_pty(spec.terminal_size, ptmx).map_err(io_err)?;
+            cmd.stdin(slave.try_clone().map_err(io_err)?)
+                .stdout(slave.try_clone().map_err(io_err)?)
                 .stderr(slave);
             // No own process group: `setsid` makes the command a session leader itself.
             pgid_leader = false;
             stdin = if spec.stdin {
-                Some(ExecStdin::Pty(pipe::Sender::from_file_unchecked(
-                    File::from(master.try_clone()?),
-                )?))
+                let dup = master.try_clone().map_err(io_err)?;
+                Some(ExecStdin::Pty(
+                    pipe::Sender::from_file_unchecked(File::from(dup)).map_err(io_err)?,
+                ))
             } else {
                 None
             };
-            resizer = Some(Resizer(Arc::new(master.try_clone()?)));
-            stdout = Some(ExecOutput::Pty(pipe::Receiver::from_file_unchecked(
-                File::from(master),
-            )?));
+            resizer = Some(Resizer(Arc::new(master.try_clone().map_err(io_err)?)));
+            stdout = Some(ExecOutput::Pty(
+                pipe::Receiver::from_file_unchecked(File::from(master)).map_err(io_err)?,
+            ));
             stderr = None;
         } else {
             cmd.stdin(if spec.stdin {
@@ -106,9 +110,9 @@ impl ExecProcess {
             stderr = None;
             resizer = None;
         }
-        let mut child = cmd.spawn()?;
-        // Drop the command now: it holds the pty slave, which must close for EOF on the master.
-        drop(cmd);
+        // The spawner thread drops the command right after spawning: it holds the pty slave,
+        // which must close for EOF on the master.
+        let mut child = ctx.spawn(cmd).await?;
         let pid = child.id();
         let (stdin, stdout, stderr) = if spec.tty {
             (stdin, stdout, stderr)

@@ -87,13 +87,13 @@ impl Ctx {
         })
     }
 
-    async fn spawn(&self, cmd: tokio::process::Command) -> Result<Child, RuntimeError> {
+    /// Spawns `cmd` on the spawner thread, registered with the caller's tokio runtime.
+    pub(crate) async fn spawn(&self, cmd: tokio::process::Command) -> Result<Child, RuntimeError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
+            RuntimeError::io("spawn needs a tokio runtime", std::io::Error::other(e))
+        })?;
         let (reply, rx) = oneshot::channel();
-        let job = SpawnJob {
-            cmd,
-            handle: tokio::runtime::Handle::current(),
-            reply,
-        };
+        let job = SpawnJob { cmd, handle, reply };
         self.spawner
             .lock()
             .map_err(|_| RuntimeError::ShutDown)?
@@ -531,7 +531,11 @@ impl Container {
     }
 
     /// Runs a command in this container's view.
-    pub(crate) fn exec(&self, ctx: &Ctx, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
+    pub(crate) async fn exec(
+        &self,
+        ctx: &Ctx,
+        spec: &ExecSpec,
+    ) -> Result<ExecProcess, RuntimeError> {
         let instance = self.current()?;
         let launch = Launch {
             exe: &ctx.exe,
@@ -545,8 +549,7 @@ impl Container {
             .ns_pid
             .filter(|_| ctx.sandbox.exec_shares_namespaces())
             .map(|pid| PathBuf::from(format!("/proc/{pid}/root/dev/ptmx")));
-        ExecProcess::spawn(cmd, spec, ptmx.as_deref(), Arc::clone(&ctx.processes))
-            .map_err(|e| RuntimeError::io(format!("exec {:?}", spec.command), e))
+        ExecProcess::spawn(cmd, spec, ptmx.as_deref(), ctx).await
     }
 
     /// Attaches to the running main process.

@@ -36,6 +36,7 @@ pub(crate) enum Sandbox {
         bwrap: PathBuf,
         nsenter: Option<PathBuf>,
         setsid: Option<PathBuf>,
+        setpriv: Option<PathBuf>,
     },
     /// Plain processes; `setpriv` (when found) makes them die with the runtime.
     None {
@@ -143,6 +144,7 @@ impl Sandbox {
                     bwrap,
                     nsenter,
                     setsid,
+                    setpriv: find_program("setpriv"),
                 })
             }
             (Err(why), SandboxMode::Bubblewrap) => Err(RuntimeError::SandboxUnavailable(why)),
@@ -176,18 +178,12 @@ impl Sandbox {
             Self::Bubblewrap { bwrap, .. } => bwrap_command(bwrap, launch, marker, &[]),
             Self::None { setpriv, .. } => {
                 let argv = rewrite_argv(launch);
-                let mut cmd = match setpriv {
-                    Some(setpriv) => {
-                        let mut c = tokio::process::Command::new(setpriv);
-                        c.args(["--pdeathsig", "KILL", "--"]).args(&argv);
-                        c
-                    }
-                    None => {
-                        let mut c = tokio::process::Command::new(&argv[0]);
-                        c.args(&argv[1..]);
-                        c
-                    }
+                let (program, args) = match argv.split_first() {
+                    Some((program, args)) => (program.as_str(), args),
+                    None => ("/usr/bin/false", &[][..]),
                 };
+                let mut cmd = with_pdeathsig(setpriv.as_deref(), Path::new(program));
+                cmd.args(args);
                 unsandboxed_env(&mut cmd, launch, marker);
                 cmd
             }
@@ -204,8 +200,13 @@ impl Sandbox {
         tty: bool,
     ) -> tokio::process::Command {
         let mut argv: Vec<String> = Vec::new();
-        let setsid = match self {
-            Self::Bubblewrap { setsid, .. } | Self::None { setsid, .. } => setsid,
+        let (setsid, setpriv) = match self {
+            Self::Bubblewrap {
+                setsid, setpriv, ..
+            }
+            | Self::None {
+                setsid, setpriv, ..
+            } => (setsid, setpriv),
         };
         if tty && setsid.is_some() {
             // A new session whose controlling terminal is stdin (the pty): job control works.
@@ -232,7 +233,7 @@ impl Sandbox {
                 },
                 Some(pid),
             ) => {
-                let mut cmd = tokio::process::Command::new(nsenter);
+                let mut cmd = with_pdeathsig(setpriv.as_deref(), nsenter);
                 cmd.arg(format!("--target={pid}"))
                     .args(["--mount", "--uts", "--ipc", "--pid", "--"])
                     .args(&argv);
@@ -250,8 +251,8 @@ impl Sandbox {
                 // Through env(1), so a missing command is exit status 127 as in a container.
                 let mut argv = vec!["/usr/bin/env".to_owned(), "--".to_owned()];
                 argv.extend(rewrite_argv(&inner));
-                let mut cmd = tokio::process::Command::new(&argv[0]);
-                cmd.args(&argv[1..]);
+                let mut cmd = with_pdeathsig(setpriv.as_deref(), Path::new("/usr/bin/env"));
+                cmd.args(argv.iter().skip(1));
                 unsandboxed_env(&mut cmd, launch, marker);
                 for (k, v) in extra_env {
                     cmd.env(k, v);
@@ -259,6 +260,19 @@ impl Sandbox {
                 cmd
             }
         }
+    }
+}
+
+/// `program`, made to die with the spawning thread through `setpriv --pdeathsig KILL` when
+/// setpriv exists (the runtime spawns from one long-lived thread that ends with it).
+fn with_pdeathsig(setpriv: Option<&Path>, program: &Path) -> tokio::process::Command {
+    match setpriv {
+        Some(setpriv) => {
+            let mut cmd = tokio::process::Command::new(setpriv);
+            cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            cmd
+        }
+        None => tokio::process::Command::new(program),
     }
 }
 
