@@ -128,13 +128,18 @@ fn start_writer(
     (tx, stream, tokio::spawn(write_loop(sink, rx)))
 }
 
-/// Sends queued frames until every sender is gone, then closes the socket normally.
+/// Sends queued frames until every sender is gone, then closes the socket normally (1000).
 async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
     while let Some(message) = rx.recv().await {
         if sink.send(message).await.is_err() {
             return;
         }
     }
-    let _ = sink.send(Message::Close(None)).await;
+    // A normal-closure code: client-go treats a close without one (1005) as an error.
+    let close = axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
     let _ = sink.close().await;
 }

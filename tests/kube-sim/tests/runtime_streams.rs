@@ -4,127 +4,12 @@
 
 mod runtime_support;
 
-use std::net::SocketAddr;
-
-use axum::Router;
-use axum::extract::{Path, RawQuery, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, TerminalSize};
-use kube_sim::runtime::{ContainerRef, PodRef, Runtime, SandboxMode};
-use kube_sim::streams::{self, AttachOptions, ExecOptions};
+use kube_sim::runtime::{Runtime, SandboxMode};
 use runtime_support::*;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn offered(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .collect()
-}
-
-fn query(raw: Option<String>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn flag(q: &[(String, String)], name: &str) -> bool {
-    q.iter()
-        .any(|(k, v)| k == name && (v == "true" || v == "1"))
-}
-
-fn container_of(q: &[(String, String)]) -> String {
-    q.iter()
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "app".to_owned())
-}
-
-async fn exec(
-    State(rt): State<Runtime>,
-    Path((ns, pod)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let offered = offered(&headers);
-    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
-    let Some(protocol) = streams::negotiate_protocol(&offered) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let q = query(raw);
-    let options = ExecOptions {
-        command: q
-            .iter()
-            .filter(|(k, _)| k == "command")
-            .map(|(_, v)| v.clone())
-            .collect(),
-        stdin: flag(&q, "stdin"),
-        stdout: flag(&q, "stdout"),
-        stderr: flag(&q, "stderr"),
-        tty: flag(&q, "tty"),
-    };
-    let target = ContainerRef::new(ns, pod, container_of(&q));
-    ws.protocols([protocol.as_str()])
-        .on_upgrade(move |ws| streams::serve_exec(ws, protocol, rt, target, options))
-}
-
-async fn attach(
-    State(rt): State<Runtime>,
-    Path((ns, pod)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let offered = offered(&headers);
-    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
-    let Some(protocol) = streams::negotiate_protocol(&offered) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let q = query(raw);
-    let options = AttachOptions {
-        stdin: flag(&q, "stdin"),
-        stdout: flag(&q, "stdout"),
-        stderr: flag(&q, "stderr"),
-        tty: flag(&q, "tty"),
-    };
-    let target = ContainerRef::new(ns, pod, container_of(&q));
-    ws.protocols([protocol.as_str()])
-        .on_upgrade(move |ws| streams::serve_attach(ws, protocol, rt, target, options))
-}
-
-async fn portforward(
-    State(rt): State<Runtime>,
-    Path((ns, pod)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let offered = offered(&headers);
-    let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
-    let Some(protocol) = streams::negotiate_portforward_protocol(&offered) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let ports: Vec<u16> = query(raw)
-        .iter()
-        .filter(|(k, _)| k == "ports")
-        .flat_map(|(_, v)| {
-            v.split(',')
-                .map(|p| p.trim().parse::<u16>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    ws.protocols([protocol.as_str()]).on_upgrade(move |ws| {
-        streams::serve_portforward(ws, protocol, rt, PodRef::new(ns, pod), ports)
-    })
-}
 
 struct Server {
     rt: Runtime,
@@ -151,19 +36,7 @@ async fn server() -> Server {
     };
     let (rt, dir) = runtime(mode);
     start_demo(&rt).await;
-    let app = Router::new()
-        .route("/api/v1/namespaces/{ns}/pods/{pod}/exec", any(exec))
-        .route("/api/v1/namespaces/{ns}/pods/{pod}/attach", any(attach))
-        .route(
-            "/api/v1/namespaces/{ns}/pods/{pod}/portforward",
-            any(portforward),
-        )
-        .with_state(rt.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (addr, task) = runtime_support::router::serve(rt.clone()).await;
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     Server {

@@ -1,0 +1,269 @@
+//! The stream protocols driven by the real kubectl (through a minimal pod router over the runtime).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod runtime_support;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube_sim::runtime::{Runtime, SandboxMode};
+use runtime_support::*;
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+struct Sim {
+    rt: Runtime,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn sim() -> Option<Sim> {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("{KUBECTL} missing: skipped");
+        return None;
+    }
+    let mode = if bwrap_available() {
+        SandboxMode::Bubblewrap
+    } else {
+        SandboxMode::None
+    };
+    let (rt, dir) = runtime(mode);
+    start_demo(&rt).await;
+    let (addr, task) = runtime_support::router::serve(rt.clone()).await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: http://{addr}\n\
+             users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: u\n\
+             current-context: sim\n"
+        ),
+    )
+    .unwrap();
+    Some(Sim {
+        rt,
+        kubeconfig,
+        dir,
+        task,
+    })
+}
+
+impl Sim {
+    fn kubectl(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(KUBECTL);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .kill_on_drop(true);
+        cmd
+    }
+    async fn stop(self) {
+        self.task.abort();
+        self.rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_output_stdin_eof_and_exit_code() {
+    let Some(s) = sim().await else { return };
+    let out = s
+        .kubectl()
+        .args([
+            "exec",
+            "-n",
+            "payments",
+            "api-0",
+            "-c",
+            "app",
+            "--",
+            "cat",
+            "/var/log/app.log",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INFO app: handled GET"));
+
+    let out = s
+        .kubectl()
+        .args([
+            "exec",
+            "-n",
+            "payments",
+            "api-0",
+            "-c",
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "echo bye >&2; exit 7",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bye"));
+
+    // 50 MiB through sha256sum: kubectl closes stdin (v5) and waits for the digest.
+    let input = s.dir.path().join("input.bin");
+    let mut hasher = sha2::Sha256::new();
+    {
+        let mut f = std::io::BufWriter::new(File::create(&input).unwrap());
+        let mut chunk = vec![0u8; 1 << 20];
+        for i in 0..50u32 {
+            for (j, b) in chunk.iter_mut().enumerate() {
+                *b = (j as u32).wrapping_mul(31).wrapping_add(i) as u8;
+            }
+            hasher.update(&chunk);
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let expected = hex::encode(hasher.finalize());
+    let out = s
+        .kubectl()
+        .args([
+            "exec",
+            "-i",
+            "-n",
+            "payments",
+            "api-0",
+            "-c",
+            "app",
+            "--",
+            "sha256sum",
+        ])
+        .stdin(Stdio::from(File::open(&input).unwrap()))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next(),
+        Some(expected.as_str())
+    );
+    s.stop().await;
+}
+
+fn set_size(fd: &OwnedFd, cols: u16, rows: u16) {
+    rustix::termios::tcsetwinsize(
+        fd,
+        rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+}
+
+async fn read_until(out: &mut tokio::net::unix::pipe::Receiver, seen: &mut Vec<u8>, needle: &str) {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(seen)))
+            .unwrap();
+        assert!(
+            n > 0,
+            "EOF before {needle:?}: {:?}",
+            String::from_utf8_lossy(seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_it_shell_sees_resize() {
+    let Some(s) = sim().await else { return };
+    use rustix::pty::OpenptFlags;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let slave =
+        rustix::pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    set_size(&master, 80, 24);
+    // kubectl runs on the terminal's slave side, as its controlling terminal.
+    let mut cmd = tokio::process::Command::new("/usr/bin/setsid");
+    cmd.args([
+        "--ctty", "--wait", KUBECTL, "exec", "-it", "-n", "payments", "api-0", "-c", "app", "--",
+        "sh",
+    ])
+    .env("KUBECONFIG", &s.kubeconfig)
+    .env("HOME", s.dir.path())
+    .env("TERM", "xterm")
+    .stdin(Stdio::from(slave.try_clone().unwrap()))
+    .stdout(Stdio::from(slave.try_clone().unwrap()))
+    .stderr(Stdio::from(slave))
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    rustix::io::ioctl_fionbio(&master, true).unwrap();
+    let resize_fd = master.try_clone().unwrap();
+    let mut out = tokio::net::unix::pipe::Receiver::from_file_unchecked(File::from(
+        master.try_clone().unwrap(),
+    ))
+    .unwrap();
+    let mut input =
+        tokio::net::unix::pipe::Sender::from_file_unchecked(File::from(master)).unwrap();
+    let mut seen = Vec::new();
+
+    input
+        .write_all(b"stty size; echo A$((40+2))\r")
+        .await
+        .unwrap();
+    read_until(&mut out, &mut seen, "A42").await;
+    assert!(
+        String::from_utf8_lossy(&seen).contains("24 80"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    // The terminal grows; kubectl sends the new size on the resize channel.
+    set_size(&resize_fd, 120, 40);
+    let mut attempt = 0;
+    while !String::from_utf8_lossy(&seen).contains("40 120") {
+        attempt += 1;
+        assert!(
+            attempt < 300,
+            "no resize seen: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        input
+            .write_all(format!("stty size; echo B$((100+{attempt}))\r").as_bytes())
+            .await
+            .unwrap();
+        read_until(&mut out, &mut seen, &format!("B{}", 100 + attempt)).await;
+    }
+    input.write_all(b"exit 4\r").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(4));
+    s.stop().await;
+}
