@@ -1,13 +1,74 @@
 //! Container processes of simulated pods: sandboxing, logs, exec, attach and port connections.
 //!
-//! Every container of a pod runs as a real process. With bubblewrap (`bwrap`) the process gets
-//! its own `/var` and `/tmp` (directories under the runtime's state directory), hostname = pod name,
-//! its own pid, uts and ipc namespaces, the host `/usr` read-only, a minimal read-only `/etc` and a
-//! fresh `/proc`. Without bubblewrap the process runs unsandboxed (see [`SandboxMode::None`]).
+//! # Containers
 //!
-//! Built-in images (`kube-sim/app`, `kube-sim/worker`, `kube-sim/idle`) are implemented by this
-//! crate and run by re-executing the host binary with [`CONTAINER_SUBCOMMAND`]; any other image runs
-//! the pod's `command` + `args` as given (there is no image store: `/usr` is the host's).
+//! Every container of `pod.spec.containers` runs as a real process (init and ephemeral containers
+//! are ignored). Built-in images are implemented by this crate and run by re-executing the host
+//! binary with [`CONTAINER_SUBCOMMAND`] (it is bound read-only into the sandbox at
+//! `/kube-sim/container`):
+//!
+//! | image | behaviour |
+//! | --- | --- |
+//! | `kube-sim/app` | writes timestamped lines (every fifth an `ERROR`) to stdout and to `/var/log/app.log`, a burst of five at start then one a second (`args: ["--interval-ms", "N"]` changes that); answers HTTP on container port 8080 |
+//! | `kube-sim/worker` | the same lines, to stdout and `/var/log/worker.log`; no listener |
+//! | `kube-sim/idle` | sleeps (a sidecar or toolbox) |
+//!
+//! Every built-in image echoes each line read on stdin to stdout as `... INFO <name>: stdin: <line>`,
+//! which makes `pods/attach` and "a line appended later" observable. A tag or registry prefix is
+//! accepted (`example.com/kube-sim/app:1.0`). A container with a `command` runs `command` + `args`
+//! whatever its image (there is no image store: binaries come from the host's `/usr`); one with
+//! neither a built-in image nor a command is rejected ([`RuntimeError::InvalidPod`]). Only literal
+//! `env` values are passed (`valueFrom` is ignored); `workingDir` is honoured. `restartPolicy` is
+//! honoured (default `Always`, back-off from 0.5 s doubling to 10 s); the previous instance's log
+//! is kept for `previous=true`.
+//!
+//! # Sandbox ([`SandboxMode`])
+//!
+//! With bubblewrap (`bwrap`, used when it is installed and works) each container gets: its own
+//! `/var` and `/tmp` (directories `state_dir/pods/<ns>/<pod>/<container>/{var,tmp}` bound in), hostname
+//! = pod name, its own pid, uts and ipc namespaces with a fresh `/proc` (so `ps aux` shows only the
+//! container), the host `/usr` read-only (with the `/bin`, `/lib`, ... symlinks), an otherwise empty
+//! `/etc` with `passwd`, `group`, `hosts`, `nsswitch.conf`, `localtime` and the `ld.so` files bound
+//! read-only, a private `/dev`, and `--die-with-parent`.
+//!
+//! Exec'd commands run in the same view: as root, `nsenter` joins the mount, uts, ipc and pid
+//! namespaces of the container's init process, so they see the same `/var`, `/tmp`, hostname and
+//! processes (`ps aux` lists the main process), and a terminal is allocated from the container's
+//! own devpts (`tty` prints `/dev/pts/N`). Without root, a second bubblewrap binds the same
+//! directories with the same hostname, but in its own pid namespace: `ps` does not show the main
+//! process there (see [`Runtime::exec_shares_namespaces`]).
+//!
+//! Without bubblewrap ([`SandboxMode::None`], or `Auto` when `bwrap` is missing or broken) processes
+//! run unsandboxed on the host as the current user, in the container's directory, with the host's
+//! hostname and process table. Command-line arguments that are paths under `/var` or `/tmp` (such as
+//! the built-in images' `--log /var/log/app.log`, or `cat /var/log/app.log` in an exec) are rewritten
+//! to the container's directories; paths inside a shell string (`sh -c '... /tmp/x'`) are not, so
+//! isolation is only as good as that rewrite. Exec'd commands run through `env`, so a missing
+//! command is exit status 127 in both modes.
+//!
+//! # Network
+//!
+//! Containers share the host network (there is no network namespace): to keep pods from colliding
+//! and tests on loopback, each built-in listener gets a free port on 127.0.0.1 chosen by the runtime
+//! (passed to the image as `--listen 127.0.0.1:PORT`), and [`Runtime::connect_port`] maps pod port
+//! 8080 of a pod with a `kube-sim/app` container to it. Ports of other images are reached as
+//! 127.0.0.1:`port` on the host. [`Runtime::start_pod`] returns once each built-in listener accepts.
+//!
+//! # Processes and clean-up
+//!
+//! All container processes are spawned from one dedicated thread and carry a parent-death signal
+//! (`bwrap --die-with-parent`, or `setpriv --pdeathsig KILL`), each main process leads its own process
+//! group, and exec'd processes are killed when their [`ExecProcess`] is dropped. [`Runtime::shutdown`]
+//! kills everything and waits; dropping the last [`Runtime`] handle kills everything too; and if
+//! the whole program dies, the kernel kills the containers. Every process carries
+//! `KUBE_SIM_INSTANCE=<`[`Runtime::instance_marker`]`>` in its environment.
+//!
+//! # Logs
+//!
+//! A container's stdout and stderr are recorded, line by line with a nanosecond timestamp, in the
+//! CRI log format the kubelet uses, in a file per container instance; [`Runtime::logs`] streams
+//! from that file (memory stays bounded however large the log), following it through a watch of
+//! its length until the instance exits.
 
 mod builtin;
 mod error;
@@ -48,7 +109,9 @@ pub fn container_main(args: Vec<String>) -> ExitCode {
     builtin::main(args)
 }
 
-/// How container processes are isolated.
+/// How container processes are isolated (see the [module docs](self)).
+///
+/// Parses from `auto`, `bubblewrap` (or `bwrap`) and `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SandboxMode {
     /// Bubblewrap when `bwrap` is installed and works, otherwise unsandboxed.
@@ -59,6 +122,21 @@ pub enum SandboxMode {
     /// No sandbox: processes run on the host as the current user, with the container's `/var` and
     /// `/tmp` paths rewritten to directories under the state directory.
     None,
+}
+
+impl std::str::FromStr for SandboxMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "bubblewrap" | "bwrap" => Ok(Self::Bubblewrap),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "unknown sandbox mode {other:?} (expected auto, bubblewrap or none)"
+            )),
+        }
+    }
 }
 
 /// Options of [`Runtime::new`].
