@@ -381,6 +381,23 @@ impl Runtime {
         c.attach(stdin)
     }
 
+    /// Writes `data` to the stdin of a container's main process. The built-in images echo each
+    /// line they read as a log line (`... INFO <container>: stdin: <line>`), so this is how a test
+    /// makes "a line appended later" show up in `pods/log`.
+    pub async fn write_stdin(
+        &self,
+        target: &ContainerRef,
+        data: &[u8],
+    ) -> Result<(), RuntimeError> {
+        let attached = self.attach(target, true).await?;
+        match attached.stdin {
+            Some(stdin) => stdin.write(data).await.map_err(|e| {
+                RuntimeError::io(format!("write to the stdin of {}", target.container), e)
+            }),
+            None => Err(RuntimeError::ShutDown),
+        }
+    }
+
     /// Opens a TCP connection to `port` of the pod (what pods/portforward tunnels).
     ///
     /// Pods share the host network here, so each built-in listener gets its own host port on

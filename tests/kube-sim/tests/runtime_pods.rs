@@ -366,13 +366,7 @@ async fn logs_tail_timestamps_since_limit_and_follow() {
     );
     let first = follow.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    attach
-        .stdin
-        .as_ref()
-        .unwrap()
-        .write(b"appended-later-42\n")
-        .await
-        .unwrap();
+    rt.write_stdin(&c, b"appended-later-42\n").await.unwrap();
     let mut got = String::new();
     while !got.contains("stdin: appended-later-42") {
         let chunk = tokio::time::timeout(Duration::from_secs(30), follow.next())

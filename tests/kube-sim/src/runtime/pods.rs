@@ -406,6 +406,14 @@ pub(crate) struct Container {
     stop: watch::Sender<bool>,
 }
 
+/// The pod's hostname: its name cut to 63 bytes (as the kubelet does), without a trailing
+/// `-` or `.`.
+pub(crate) fn hostname_of(pod: &str) -> &str {
+    pod.get(..pod.len().min(63))
+        .unwrap_or(pod)
+        .trim_end_matches(['-', '.'])
+}
+
 fn to_time(t: SystemTime) -> Option<Time> {
     k8s_openapi::jiff::Timestamp::try_from(t).ok().map(Time)
 }
@@ -413,7 +421,7 @@ fn to_time(t: SystemTime) -> Option<Time> {
 impl Container {
     fn launch(&self) -> Launch<'_> {
         Launch {
-            hostname: &self.cref.pod,
+            hostname: hostname_of(&self.cref.pod),
             dirs: &self.dirs,
             exe: Path::new(""),
             env: &self.env,

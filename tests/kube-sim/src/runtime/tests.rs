@@ -175,3 +175,10 @@ fn errors_map_to_api_status_codes() {
     assert_eq!(RuntimeError::EmptyCommand.http_status(), 400);
     assert_eq!(RuntimeError::InvalidPod("x".into()).http_status(), 422);
 }
+
+#[test]
+fn hostnames_are_cut_like_the_kubelet_does() {
+    assert_eq!(super::pods::hostname_of("api-0"), "api-0");
+    let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+    assert_eq!(super::pods::hostname_of(&long), "a".repeat(62));
+}
