@@ -157,6 +157,17 @@ async fn kubectl_exec_output_stdin_eof_and_exit_code() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The server (in this process) streamed the 50 MiB: its peak memory stays far below that.
+    let hwm_kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        hwm_kib < 40 * 1024,
+        "peak RSS {hwm_kib} KiB: the stream was buffered"
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
