@@ -278,3 +278,67 @@ async fn kubectl_exec_it_shell_sees_resize() {
     assert_eq!(status.code(), Some(4));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_tail_timestamps_and_follow() {
+    let Some(s) = sim().await else { return };
+    let c = kube_sim::runtime::ContainerRef::new("payments", "api-0", "app");
+    let out = s
+        .kubectl()
+        .args([
+            "logs",
+            "-n",
+            "payments",
+            "api-0",
+            "-c",
+            "app",
+            "--tail=3",
+            "--timestamps",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.split_once(' ').unwrap().0.ends_with('Z')),
+        "{text}"
+    );
+
+    let mut follow = s
+        .kubectl()
+        .args([
+            "logs", "-f", "-n", "payments", "api-0", "-c", "app", "--tail=1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // One line first (the tail), then a line written after kubectl connected.
+    while !seen.contains(&b'\n') {
+        let n = stdout.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s.rt.write_stdin(&c, b"written-after-connect\n")
+        .await
+        .unwrap();
+    while !String::from_utf8_lossy(&seen).contains("stdin: written-after-connect") {
+        let n = tokio::time::timeout(Duration::from_secs(30), stdout.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    follow.kill().await.unwrap();
+    s.stop().await;
+}

@@ -163,6 +163,36 @@ async fn api_v1() -> Response {
     .into_response()
 }
 
+async fn log(
+    State(rt): State<Runtime>,
+    Path((ns, pod)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = query(raw);
+    let num = |name: &str| {
+        q.iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let options = kube_sim::runtime::LogOptions {
+        follow: flag(&q, "follow"),
+        tail_lines: num("tailLines"),
+        since_seconds: num("sinceSeconds"),
+        timestamps: flag(&q, "timestamps"),
+        previous: flag(&q, "previous"),
+        limit_bytes: num("limitBytes"),
+        ..Default::default()
+    };
+    match rt.logs(&ns, &pod, &container_of(&q), options) {
+        Ok(stream) => axum::body::Body::from_stream(stream).into_response(),
+        Err(e) => (
+            StatusCode::from_u16(e.http_status()).unwrap(),
+            e.to_string(),
+        )
+            .into_response(),
+    }
+}
+
 /// Serves the router on 127.0.0.1:0.
 pub async fn serve(rt: Runtime) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let app = Router::new()
@@ -170,6 +200,7 @@ pub async fn serve(rt: Runtime) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         .route("/apis", get(apis))
         .route("/api/v1", get(api_v1))
         .route("/api/v1/namespaces/{ns}/pods/{pod}", get(get_pod))
+        .route("/api/v1/namespaces/{ns}/pods/{pod}/log", get(log))
         .route("/api/v1/namespaces/{ns}/pods/{pod}/exec", any(exec))
         .route("/api/v1/namespaces/{ns}/pods/{pod}/attach", any(attach))
         .route(
