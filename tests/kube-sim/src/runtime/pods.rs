@@ -656,14 +656,27 @@ impl Container {
 
 use std::path::Path;
 
-/// The first child of the bwrap process: pid 1 of the container's pid namespace.
+/// The first child of the bwrap process: pid 1 of the container's pid namespace. Returned once
+/// that init has forked the container's command, i.e. once the sandbox is set up (root, mounts,
+/// hostname): joining its namespaces earlier would see a half-built container.
 async fn sandbox_init_pid(bwrap_pid: u32, child: &mut Child) -> Option<u32> {
-    let path = format!("/proc/{bwrap_pid}/task/{bwrap_pid}/children");
-    for _ in 0..1000 {
-        if let Ok(text) = tokio::fs::read_to_string(&path).await
-            && let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok())
+    let first_child = |pid: u32| async move {
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        tokio::fs::read_to_string(&path)
+            .await
+            .ok()
+            .and_then(|text| {
+                text.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+            })
+    };
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(init) = first_child(bwrap_pid).await
+            && first_child(init).await.is_some()
         {
-            return Some(pid);
+            return Some(init);
         }
         if !matches!(child.try_wait(), Ok(None)) {
             return None;
