@@ -86,12 +86,16 @@ async fn each_container_sees_only_its_own_files() {
         let r = exec(&rt, &app(), &["cat", "/tmp/only-app"], None).await;
         assert_eq!(r.stdout(), "secret\n");
 
-        let worker = exec(
-            &rt,
-            &ContainerRef::new("payments", "worker-0", "worker"),
-            &["cat", "/var/log/worker.log"],
-            None,
-        )
+        let worker = eventually("worker log lines", || async {
+            let out = exec(
+                &rt,
+                &ContainerRef::new("payments", "worker-0", "worker"),
+                &["cat", "/var/log/worker.log"],
+                None,
+            )
+            .await;
+            out.stdout().contains("INFO worker:").then_some(out)
+        })
         .await;
         assert!(worker.stdout().contains("INFO worker:"), "{mode:?}");
         rt.shutdown().await;

@@ -138,6 +138,11 @@ pub(crate) fn main(args: Vec<String>) -> ExitCode {
         args.name.clone()
     };
     let out = Arc::new(Output::new(args.log.as_deref()));
+    if image != Image::Idle {
+        for n in 1..=BURST {
+            log_line(&out, &name, n);
+        }
+    }
 
     if let Some(listen) = &args.listen {
         let listener = match TcpListener::bind(listen) {
@@ -219,25 +224,30 @@ fn now_rfc3339_millis() -> String {
 
 const ENDPOINTS: [&str; 4] = ["/orders", "/payments", "/refunds", "/healthz"];
 
+/// Lines written at start-up, before the image listens, so the log has content (an `ERROR`
+/// included) by the time the container counts as started.
+const BURST: u64 = 5;
+
+fn log_line(out: &Output, name: &str, n: u64) {
+    if n.is_multiple_of(5) {
+        out.line(&format!(
+            "ERROR {name}: upstream timeout talking to ledger (request {n})"
+        ));
+    } else {
+        let endpoint = ENDPOINTS[(n as usize) % ENDPOINTS.len()];
+        out.line(&format!(
+            "INFO {name}: handled GET {endpoint} in {}ms (request {n})",
+            3 + n % 17
+        ));
+    }
+}
+
 fn log_forever(out: &Output, name: &str, interval: Duration) -> ExitCode {
-    let mut n: u64 = 0;
+    let mut n: u64 = BURST;
     loop {
+        thread::sleep(interval);
         n += 1;
-        if n.is_multiple_of(5) {
-            out.line(&format!(
-                "ERROR {name}: upstream timeout talking to ledger (request {n})"
-            ));
-        } else {
-            let endpoint = ENDPOINTS[(n as usize) % ENDPOINTS.len()];
-            out.line(&format!(
-                "INFO {name}: handled GET {endpoint} in {}ms (request {n})",
-                3 + n % 17
-            ));
-        }
-        // A burst at start-up so the log has content right away.
-        if n >= 5 {
-            thread::sleep(interval);
-        }
+        log_line(out, name, n);
     }
 }
 
