@@ -6,6 +6,22 @@
 //! `[255, channel]` that closes a channel (the client closes stdin with `[255, 0]`).
 //! Port-forward speaks `v4.channel.k8s.io` framing: two channels per port (data `2*i`, error
 //! `2*i+1`), and the first frame the server sends on each is the port number, little-endian.
+//!
+//! As the kubelet does, the server sends an empty frame on the lowest output channel first, the
+//! exit status on channel 3 last (`Success`, or `Failure` / `NonZeroExitCode` with an `ExitCode`
+//! cause), then closes with code 1000 (client-go treats a close without a code as an error).
+//! Every direction is back-pressured: at most a few 32 KiB frames wait for the socket, and input
+//! is written to the process before the next frame is read.
+//!
+//! The caller (the API server) authenticates, authorises, validates the target and query, picks
+//! the subprotocol with [`negotiate_protocol`] / [`negotiate_portforward_protocol`] (answering
+//! it in `Sec-WebSocket-Protocol`), upgrades, and hands the socket over.
+//!
+//! Not spoken: `channel.k8s.io` v1–v3, the `base64.channel.k8s.io` variants, SPDY, and the
+//! SPDY-over-WebSocket tunnel (`SPDY/3.1+portforward.k8s.io`) that `kubectl port-forward` uses.
+//! Differences from a real cluster: when an exec client goes away, its process is killed (a
+//! real kubelet may leave it running); with a v4 client, which cannot close stdin except by
+//! closing the socket, that means output after stdin EOF is lost, as with a real cluster.
 
 mod portforward;
 mod remote;
