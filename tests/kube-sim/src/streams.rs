@@ -24,6 +24,7 @@
 //! closing the socket, that means output after stdin EOF is lost, as with a real cluster.
 
 mod portforward;
+mod query;
 mod remote;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 pub use portforward::serve_portforward;
+pub use query::{
+    QueryError, offered_protocols, parse_attach_query, parse_exec_query, parse_portforward_ports,
+};
 pub use remote::{serve_attach, serve_exec};
 
 /// Channel numbers of the remote-command protocols.

@@ -76,3 +76,77 @@ fn frames_carry_the_channel_byte() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn exec_queries_parse_like_the_api_server() {
+    let (container, o) = parse_exec_query(
+        "command=sh&command=-c&command=echo%20a%26b&container=app&stdin=true&stdout=1&stderr=false&tty=T",
+    )
+    .unwrap();
+    assert_eq!(container.as_deref(), Some("app"));
+    assert_eq!(o.command, ["sh", "-c", "echo a&b"]);
+    assert!(o.stdin && o.stdout && !o.stderr && o.tty);
+
+    let (container, _) = parse_exec_query("command=ls&stdout=true").unwrap();
+    assert_eq!(container, None);
+
+    let bad = [
+        ("stdout=true", "at least one command"),
+        ("command=ls", "at least one of stdin, stdout, stderr"),
+        ("command=ls&stdout=yes", "invalid value"),
+    ];
+    for (query, message) in bad {
+        let e = parse_exec_query(query).unwrap_err();
+        assert!(e.0.contains(message), "{query}: {e}");
+    }
+    assert!(parse_attach_query("stdin=true").is_ok());
+    assert!(parse_attach_query("tty=true").is_err());
+}
+
+#[test]
+fn portforward_ports_parse() {
+    assert_eq!(
+        parse_portforward_ports("&ports=80%2C1234").unwrap(),
+        [80, 1234]
+    );
+    assert_eq!(
+        parse_portforward_ports("ports=8080&ports=9090").unwrap(),
+        [8080, 9090]
+    );
+    for bad in [
+        "",
+        "ports=",
+        "ports=0",
+        "ports=70000",
+        "ports=http",
+        "ports=1,",
+    ] {
+        assert!(parse_portforward_ports(bad).is_err(), "{bad}");
+    }
+    let many = (1..=65)
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(parse_portforward_ports(&format!("ports={many}")).is_err());
+}
+
+#[test]
+fn offered_protocols_split_headers() {
+    let mut h = http::HeaderMap::new();
+    h.append(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        "v5.channel.k8s.io, v4.channel.k8s.io".parse().unwrap(),
+    );
+    h.append(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        "base64.channel.k8s.io".parse().unwrap(),
+    );
+    assert_eq!(
+        offered_protocols(&h),
+        [
+            "v5.channel.k8s.io",
+            "v4.channel.k8s.io",
+            "base64.channel.k8s.io"
+        ]
+    );
+}

@@ -6,21 +6,11 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use kube_sim::runtime::{ContainerRef, PodRef, Runtime};
-use kube_sim::streams::{self, AttachOptions, ExecOptions};
-
-fn offered(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_owned())
-        .collect()
-}
+use kube_sim::streams;
 
 fn query(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
@@ -47,24 +37,16 @@ async fn exec(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let offered = offered(&headers);
+    let offered = streams::offered_protocols(&headers);
     let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
     let Some(protocol) = streams::negotiate_protocol(&offered) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let q = query(raw);
-    let options = ExecOptions {
-        command: q
-            .iter()
-            .filter(|(k, _)| k == "command")
-            .map(|(_, v)| v.clone())
-            .collect(),
-        stdin: flag(&q, "stdin"),
-        stdout: flag(&q, "stdout"),
-        stderr: flag(&q, "stderr"),
-        tty: flag(&q, "tty"),
+    let (container, options) = match streams::parse_exec_query(&raw.unwrap_or_default()) {
+        Ok(parsed) => parsed,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let target = ContainerRef::new(ns, pod, container_of(&q));
+    let target = ContainerRef::new(ns, pod, container.unwrap_or_else(|| "app".to_owned()));
     ws.protocols([protocol.as_str()])
         .on_upgrade(move |ws| streams::serve_exec(ws, protocol, rt, target, options))
 }
@@ -76,19 +58,16 @@ async fn attach(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let offered = offered(&headers);
+    let offered = streams::offered_protocols(&headers);
     let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
     let Some(protocol) = streams::negotiate_protocol(&offered) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let q = query(raw);
-    let options = AttachOptions {
-        stdin: flag(&q, "stdin"),
-        stdout: flag(&q, "stdout"),
-        stderr: flag(&q, "stderr"),
-        tty: flag(&q, "tty"),
+    let (container, options) = match streams::parse_attach_query(&raw.unwrap_or_default()) {
+        Ok(parsed) => parsed,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let target = ContainerRef::new(ns, pod, container_of(&q));
+    let target = ContainerRef::new(ns, pod, container.unwrap_or_else(|| "app".to_owned()));
     ws.protocols([protocol.as_str()])
         .on_upgrade(move |ws| streams::serve_attach(ws, protocol, rt, target, options))
 }
@@ -100,20 +79,15 @@ async fn portforward(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let offered = offered(&headers);
+    let offered = streams::offered_protocols(&headers);
     let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
     let Some(protocol) = streams::negotiate_portforward_protocol(&offered) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let ports: Vec<u16> = query(raw)
-        .iter()
-        .filter(|(k, _)| k == "ports")
-        .flat_map(|(_, v)| {
-            v.split(',')
-                .map(|p| p.trim().parse::<u16>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let ports = match streams::parse_portforward_ports(&raw.unwrap_or_default()) {
+        Ok(ports) => ports,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
     ws.protocols([protocol.as_str()]).on_upgrade(move |ws| {
         streams::serve_portforward(ws, protocol, rt, PodRef::new(ns, pod), ports)
     })
