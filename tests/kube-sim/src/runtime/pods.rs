@@ -300,6 +300,9 @@ impl PodEntry {
     pub(crate) async fn start(&self, ctx: &Arc<Ctx>) -> Result<(), RuntimeError> {
         let mut waits = Vec::new();
         for c in &self.containers {
+            // A new pod starts from empty directories (like a fresh emptyDir), even when the
+            // state directory is reused.
+            let _ = std::fs::remove_dir_all(&c.dirs.root);
             c.dirs.create()?;
             let (tx, rx) = oneshot::channel();
             let handle = tokio::spawn(supervise(Arc::clone(ctx), Arc::clone(c), tx));
