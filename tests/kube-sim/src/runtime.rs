@@ -268,6 +268,7 @@ impl Runtime {
                 e,
             )
         })?;
+        probe_container_exe(&container_exe)?;
         let ctx = pods::Ctx::new(sandbox, container_exe, state_dir)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -454,6 +455,26 @@ impl Runtime {
                 pod: target.pod.clone(),
                 container: target.container.clone(),
             })
+    }
+}
+
+/// Checks that `exe` runs the built-in images (fails fast instead of at the first pod).
+fn probe_container_exe(exe: &std::path::Path) -> Result<(), RuntimeError> {
+    let out = std::process::Command::new(exe)
+        .args([CONTAINER_SUBCOMMAND, builtin::PROBE])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RuntimeError::io(format!("run container exe {}", exe.display()), e))?;
+    if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == builtin::PROBE_ANSWER
+    {
+        Ok(())
+    } else {
+        Err(RuntimeError::ContainerExe(format!(
+            "{} does not run the built-in container images: its main must call \
+             kube_sim::runtime::container_main when argv[1] is {CONTAINER_SUBCOMMAND:?}",
+            exe.display()
+        )))
     }
 }
 

@@ -72,6 +72,11 @@ impl Image {
     }
 }
 
+/// Argument that makes [`main`] answer [`PROBE_ANSWER`] (the runtime checks its exe with it).
+pub(crate) const PROBE: &str = "probe";
+/// What the probe prints.
+pub(crate) const PROBE_ANSWER: &str = "kube-sim container images ok";
+
 /// The container port of the `kube-sim/app` HTTP responder.
 pub(crate) const APP_PORT: u16 = 8080;
 
@@ -124,6 +129,10 @@ pub(crate) fn main(args: Vec<String>) -> ExitCode {
         }
     };
     let image = match args.image.as_deref() {
+        Some(PROBE) => {
+            println!("{PROBE_ANSWER}");
+            return ExitCode::SUCCESS;
+        }
         Some("app") => Image::App,
         Some("worker") => Image::Worker,
         Some("idle") => Image::Idle,

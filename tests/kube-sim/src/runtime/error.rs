@@ -62,6 +62,10 @@ pub enum RuntimeError {
     /// Bubblewrap was required but does not work on this machine.
     #[error("bubblewrap sandbox unavailable: {0}")]
     SandboxUnavailable(String),
+    /// The container exe does not run the built-in images (it must dispatch
+    /// `CONTAINER_SUBCOMMAND` to `container_main`).
+    #[error("{0}")]
+    ContainerExe(String),
     /// Exec request without a command.
     #[error("you must specify at least one command for the container")]
     EmptyCommand,
@@ -91,7 +95,10 @@ impl RuntimeError {
             | Self::PortNotExposed { .. } => 400,
             Self::InvalidPod(_) => 422,
             Self::AlreadyRunning { .. } => 409,
-            Self::SandboxUnavailable(_) | Self::ShutDown | Self::Io { .. } => 500,
+            Self::SandboxUnavailable(_)
+            | Self::ContainerExe(_)
+            | Self::ShutDown
+            | Self::Io { .. } => 500,
         }
     }
 

@@ -182,3 +182,15 @@ fn hostnames_are_cut_like_the_kubelet_does() {
     let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
     assert_eq!(super::pods::hostname_of(&long), "a".repeat(62));
 }
+
+#[test]
+fn a_container_exe_that_does_not_dispatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = super::Runtime::new(super::RuntimeOptions {
+        container_exe: "/usr/bin/true".into(),
+        state_dir: dir.path().to_owned(),
+        sandbox: super::SandboxMode::None,
+    })
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::ContainerExe(_)), "{err}");
+}
