@@ -755,6 +755,7 @@ async fn run_instance(
     let mut err_buf = vec![0u8; 32 * 1024];
     let mut status = None;
     let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut killed = false;
     while stdout.is_some() || stderr.is_some() || status.is_none() {
         tokio::select! {
             r = read_opt(&mut stdout, &mut out_buf), if stdout.is_some() => match r {
@@ -775,7 +776,8 @@ async fn run_instance(
                 if let Some(pid) = instance.host_pid { kill_group(pid); }
                 grace = Some(Box::pin(tokio::time::sleep(PIPE_GRACE)));
             },
-            _ = stop.wait_for(|s| *s), if status.is_none() => {
+            _ = stop.wait_for(|s| *s), if status.is_none() && !killed => {
+                killed = true;
                 if let Some(pid) = instance.host_pid { kill_group(pid); }
                 let _ = child.start_kill();
             },
