@@ -1,0 +1,383 @@
+//! The resources kube-sim serves and the parsing of a request path into request attributes
+//! (the API server's `RequestInfo`).
+
+use serde_json::{Value, json};
+
+use crate::status::ApiError;
+
+/// A served resource type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// API group (`""` for the core group).
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// Plural name, e.g. `pods`.
+    pub plural: &'static str,
+    /// Singular name.
+    pub singular: &'static str,
+    /// Kind, e.g. `Pod`.
+    pub kind: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Verbs served on the collection/objects.
+    pub verbs: &'static [&'static str],
+    /// Subresources served (`status`, `log`, `exec`, ...).
+    pub subresources: &'static [&'static str],
+    /// Short names for kubectl.
+    pub short_names: &'static [&'static str],
+}
+
+const CRUD: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// Every resource kube-sim serves.
+pub const RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        verbs: READ,
+        subresources: &[],
+        short_names: &["ns"],
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        verbs: READ,
+        subresources: &["log", "exec", "attach", "portforward"],
+        short_names: &["po"],
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        verbs: READ,
+        subresources: &[],
+        short_names: &["ev"],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        verbs: CRUD,
+        subresources: &[],
+        short_names: &[],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        verbs: CRUD,
+        subresources: &[],
+        short_names: &[],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        verbs: CRUD,
+        subresources: &[],
+        short_names: &[],
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        verbs: CRUD,
+        subresources: &[],
+        short_names: &[],
+    },
+    ResourceDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        verbs: &["create"],
+        subresources: &[],
+        short_names: &[],
+    },
+    ResourceDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        verbs: &["create"],
+        subresources: &[],
+        short_names: &[],
+    },
+    ResourceDef {
+        group: "jitsh.dev",
+        version: "v1alpha1",
+        plural: "accessrequests",
+        singular: "accessrequest",
+        kind: "AccessRequest",
+        namespaced: true,
+        verbs: CRUD,
+        subresources: &["status"],
+        short_names: &["ar"],
+    },
+];
+
+impl ResourceDef {
+    /// `apiVersion` of objects of this type.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+    /// `plural` or `plural.group`, as the API server names the resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+    /// Whether objects of this type are stored (rather than computed).
+    pub fn stored(&self) -> bool {
+        self.group != "authorization.k8s.io"
+    }
+}
+
+/// Finds a resource by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Request attributes, as the API server derives them from the method and path.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// Whether the path names a resource (else: a non-resource URL such as `/api`).
+    pub is_resource: bool,
+    /// The verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`).
+    pub verb: String,
+    /// API group.
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Namespace, if any.
+    pub namespace: Option<String>,
+    /// Plural resource.
+    pub resource: String,
+    /// Subresource, if any.
+    pub subresource: Option<String>,
+    /// Object name, if any.
+    pub name: Option<String>,
+}
+
+/// Parses a request path like the API server's request-info resolver.
+pub fn parse(method: &str, path: &str, watch: bool) -> Result<RequestInfo, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => {
+            return Ok(RequestInfo {
+                verb: method.to_ascii_lowercase(),
+                ..RequestInfo::default()
+            });
+        }
+    };
+    if rest.iter().any(|s| s.is_empty()) {
+        return Err(ApiError::no_route());
+    }
+    let (namespace, rest): (Option<String>, &[&str]) = match rest {
+        ["namespaces", ns, more @ ..] if !more.is_empty() => (Some((*ns).to_owned()), more),
+        other => (None, other),
+    };
+    let (resource, name, subresource) = match rest {
+        [r] => (*r, None, None),
+        [r, n] => (*r, Some(*n), None),
+        [r, n, s] => (*r, Some(*n), Some(*s)),
+        _ => return Err(ApiError::no_route()),
+    };
+    let verb = match (method, name.is_some()) {
+        ("GET" | "HEAD", true) => {
+            if watch {
+                "watch"
+            } else {
+                "get"
+            }
+        }
+        ("GET" | "HEAD", false) => {
+            if watch {
+                "watch"
+            } else {
+                "list"
+            }
+        }
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        (m, _) => return Err(ApiError::method_not_allowed(m)),
+    };
+    Ok(RequestInfo {
+        is_resource: true,
+        verb: verb.to_owned(),
+        group: group.to_owned(),
+        version: version.to_owned(),
+        namespace,
+        resource: resource.to_owned(),
+        subresource: subresource.map(str::to_owned),
+        name: name.map(str::to_owned),
+    })
+}
+
+/// `/api` (legacy core group versions).
+pub fn api_versions() -> Value {
+    json!({
+        "kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}],
+    })
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !out.contains(&r.group) {
+            out.push(r.group);
+        }
+    }
+    out
+}
+
+/// `/apis` (the group list).
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = groups().into_iter().map(group_json).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn group_json(group: &str) -> Value {
+    let version = RESOURCES
+        .iter()
+        .find(|r| r.group == group)
+        .map(|r| r.version)
+        .unwrap_or("v1");
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+/// `/apis/{group}` (one group), if served.
+pub fn api_group(group: &str) -> Option<Value> {
+    groups().contains(&group).then(|| {
+        let mut v = group_json(group);
+        v["kind"] = "APIGroup".into();
+        v["apiVersion"] = "v1".into();
+        v
+    })
+}
+
+/// `/api/v1` or `/apis/{group}/{version}` (the resource list), if served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let defs: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if defs.is_empty() {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for r in defs {
+        resources.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs, "shortNames": r.short_names,
+        }));
+        for sub in r.subresources {
+            let (kind, verbs): (&str, &[&str]) = match *sub {
+                "status" => (r.kind, &["get", "patch", "update"]),
+                "log" => ("Pod", &["get"]),
+                "exec" => ("PodExecOptions", &["create", "get"]),
+                "attach" => ("PodAttachOptions", &["create", "get"]),
+                _ => ("PodPortForwardOptions", &["create", "get"]),
+            };
+            resources.push(json!({
+                "name": format!("{}/{}", r.plural, sub), "singularName": "",
+                "namespaced": r.namespaced, "kind": kind, "verbs": verbs,
+            }));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_paths_like_the_api_server() {
+        let i = parse("GET", "/api/v1/namespaces/payments/pods/api-0/exec", false).unwrap();
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.namespace.as_deref(),
+                i.resource.as_str(),
+                i.name.as_deref(),
+                i.subresource.as_deref()
+            ),
+            ("get", Some("payments"), "pods", Some("api-0"), Some("exec"))
+        );
+        let i = parse("GET", "/api/v1/namespaces/payments", false).unwrap();
+        assert_eq!(
+            (i.resource.as_str(), i.name.as_deref(), i.namespace),
+            ("namespaces", Some("payments"), None)
+        );
+        let i = parse("GET", "/api/v1/pods", true).unwrap();
+        assert_eq!(i.verb, "watch");
+        let i = parse(
+            "PATCH",
+            "/apis/jitsh.dev/v1alpha1/namespaces/p/accessrequests/r/status",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (i.group.as_str(), i.verb.as_str(), i.subresource.as_deref()),
+            ("jitsh.dev", "patch", Some("status"))
+        );
+        assert!(!parse("GET", "/apis", false).unwrap().is_resource);
+        assert!(parse("GET", "/api/v1/a/b/c/d", false).is_err());
+        assert!(parse("TRACE", "/api/v1/pods", false).is_err());
+    }
+}
