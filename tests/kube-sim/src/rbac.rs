@@ -102,7 +102,7 @@ fn from_values<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Vec<T> {
 fn subject_matches(s: &Subject, user: &UserInfo, binding_ns: Option<&str>) -> bool {
     match s.kind.as_str() {
         "User" => s.name == user.username,
-        "Group" => user.groups.iter().any(|g| *g == s.name),
+        "Group" => user.groups.contains(&s.name),
         "ServiceAccount" => {
             let ns = s.namespace.as_deref().or(binding_ns).unwrap_or_default();
             user.username == format!("system:serviceaccount:{ns}:{}", s.name)

@@ -1,4 +1,4 @@
-//! The stream protocols driven by the real kubectl (through a minimal pod router over the runtime).
+//! The stream protocols driven by the real kubectl through the real kube-sim API server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod runtime_support;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use kube_sim::runtime::{Runtime, SandboxMode};
+use kube_sim::runtime::SandboxMode;
 use runtime_support::*;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,12 +18,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const KUBECTL: &str = "/usr/bin/kubectl";
 
 struct Sim {
-    rt: Runtime,
+    sim: kube_sim::RunningSim,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
 }
 
+/// The real kube-sim API server (TLS, RBAC), driven by kubectl with the `admin` context.
 async fn sim() -> Option<Sim> {
     if !Path::new(KUBECTL).exists() {
         eprintln!("{KUBECTL} missing: skipped");
@@ -34,24 +34,20 @@ async fn sim() -> Option<Sim> {
     } else {
         SandboxMode::None
     };
-    let (rt, dir) = runtime(mode);
-    start_demo(&rt).await;
-    let (addr, task) = runtime_support::router::serve(rt.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = kube_sim::SimBuilder::new()
+        .container_exe(container_exe())
+        .state_dir(dir.path().join("state"))
+        .sandbox(mode)
+        .start()
+        .await
+        .unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: http://{addr}\n\
-             users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: u\n\
-             current-context: sim\n"
-        ),
-    )
-    .unwrap();
+    sim.write_kubeconfig(&kubeconfig).unwrap();
     Some(Sim {
-        rt,
+        sim,
         kubeconfig,
         dir,
-        task,
     })
 }
 
@@ -64,8 +60,7 @@ impl Sim {
         cmd
     }
     async fn stop(self) {
-        self.task.abort();
-        self.rt.shutdown().await;
+        self.sim.shutdown().await;
     }
 }
 
@@ -328,7 +323,9 @@ async fn kubectl_logs_tail_timestamps_and_follow() {
         assert!(n > 0);
         seen.extend_from_slice(&buf[..n]);
     }
-    s.rt.write_stdin(&c, b"written-after-connect\n")
+    s.sim
+        .runtime()
+        .write_stdin(&c, b"written-after-connect\n")
         .await
         .unwrap();
     while !String::from_utf8_lossy(&seen).contains("stdin: written-after-connect") {

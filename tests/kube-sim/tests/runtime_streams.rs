@@ -1,21 +1,20 @@
-//! The WebSocket stream protocols driven by kube-rs through a minimal HTTP router over the runtime
-//! (the full API server, with authn/RBAC, is tested elsewhere with kubectl).
+//! The WebSocket stream protocols driven by kube-rs through the real kube-sim API server, as the
+//! gateway ServiceAccount impersonating alice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod runtime_support;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, TerminalSize};
-use kube_sim::runtime::{Runtime, SandboxMode};
+use kube_sim::runtime::SandboxMode;
 use runtime_support::*;
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Server {
-    rt: Runtime,
+    sim: kube_sim::RunningSim,
     client: kube::Client,
     _dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -23,27 +22,40 @@ impl Server {
         Api::namespaced(self.client.clone(), ns)
     }
     async fn stop(self) {
-        self.task.abort();
-        self.rt.shutdown().await;
+        self.sim.shutdown().await;
     }
 }
 
+/// The real kube-sim API server; kube-rs connects as the `gateway` ServiceAccount impersonating
+/// alice (group oncall-payments), exactly as the jitsh gateway does.
 async fn server() -> Server {
     let mode = if bwrap_available() {
         SandboxMode::Bubblewrap
     } else {
         SandboxMode::None
     };
-    let (rt, dir) = runtime(mode);
-    start_demo(&rt).await;
-    let (addr, task) = runtime_support::router::serve(rt.clone()).await;
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sim = kube_sim::SimBuilder::new()
+        .container_exe(container_exe())
+        .state_dir(dir.path().join("state"))
+        .sandbox(mode)
+        .start()
+        .await
+        .unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some("gateway".to_owned()),
+        ..Default::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(sim.kubeconfig(), &options)
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some("alice".to_owned());
+    config.auth_info.impersonate_groups = Some(vec!["oncall-payments".to_owned()]);
     let client = kube::Client::try_from(config).unwrap();
     Server {
-        rt,
+        sim,
         client,
         _dir: dir,
-        task,
     }
 }
 
@@ -99,18 +111,21 @@ async fn kube_rs_exec_stdout_stderr_and_status() {
             .starts_with("command terminated with non-zero exit code: ")
     );
 
-    // A container that does not exist: a Failure status, not a hang.
-    let mut p = pods
+    // A container that does not exist: refused before the upgrade, as by the real API server.
+    let err = pods
         .exec(
             "api-0",
             ["true"],
             &AttachParams::default().container("nope"),
         )
         .await
+        .err()
         .unwrap();
-    let status = p.take_status().unwrap().await.unwrap();
-    assert_eq!(status.status.as_deref(), Some("Failure"));
-    assert!(status.message.unwrap().contains("nope"));
+    assert!(
+        err.to_string()
+            .contains("container nope is not valid for pod api-0"),
+        "{err}"
+    );
     s.stop().await;
 }
 
@@ -252,7 +267,7 @@ async fn kube_rs_attach_and_portforward() {
     conn.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.contains("GET /via-portforward"), "{response}");
-    if s.rt.is_sandboxed() {
+    if s.sim.runtime().is_sandboxed() {
         assert!(response.contains("on api-0"), "{response}");
     }
     // The pod closed the only live port: the server closed the socket (that is how EOF reaches

@@ -1,8 +1,6 @@
 //! Shared helpers of the runtime_* integration tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-pub mod router;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
