@@ -1,0 +1,223 @@
+//! Decisions of the demo policy (deploy/policy/demo.yaml) and policy parse errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use jitsh_broker_policy::{
+    Action, Effect, Mode, Policy, Request, Subject, Target, parse_command_line,
+};
+
+fn demo() -> Policy {
+    Policy::from_yaml(include_str!("../../deploy/policy/demo.yaml")).unwrap()
+}
+
+fn target(ns: &str, pod: &str, container: &str) -> Target {
+    Target {
+        namespace: ns.into(),
+        pod: pod.into(),
+        labels: BTreeMap::from([("app".into(), "api".into())]),
+        container: container.into(),
+    }
+}
+
+fn alice() -> Subject {
+    Subject {
+        user: "alice".into(),
+        groups: vec!["oncall-payments".into()],
+    }
+}
+
+fn decide(p: &Policy, who: &Subject, t: &Target, line: &str) -> (Effect, String) {
+    let cl = match parse_command_line(line) {
+        Ok(cl) => cl,
+        Err(e) => return (Effect::Deny, e.to_string()),
+    };
+    let d = p.decide(&Request {
+        subject: who,
+        target: t,
+        mode: Mode::Exec,
+        action: Action::Command(&cl),
+    });
+    (d.effect, d.reasons.join("; "))
+}
+
+#[test]
+fn the_issue_examples_are_allowed_for_alice() {
+    let p = demo();
+    let t = target("payments", "api-0", "app");
+    for line in [
+        "cat /var/log/app.log",
+        "tail -n 5 /var/log/app.log",
+        "grep -i error /var/log/app.log",
+        "ps aux",
+        "ls -la /var/log",
+        "grep ERROR /var/log/app.log | tail -n 5",
+        "'cat' '/var/log/app.log'",
+        "wc -l /var/log/app.log",
+        "/usr/bin/cat /var/log/app.log",
+        "tail -f /var/log/app.log",
+        "ls",
+        "sleep 30",
+        "df -h",
+        "date",
+        "sha256sum",
+    ] {
+        assert_eq!(
+            decide(&p, &alice(), &t, line).0,
+            Effect::Allow,
+            "{line}: {:?}",
+            decide(&p, &alice(), &t, line)
+        );
+    }
+}
+
+#[test]
+fn denials_name_the_reason() {
+    let p = demo();
+    let t = target("payments", "api-0", "app");
+    let cases = [
+        (
+            "rm -rf /",
+            "'rm' is not allowed on payments/api-0; allowed here: cat, date, df, grep, head, ls, ps, sha256sum, sleep, tail, wc (rule oncall-read)",
+        ),
+        (
+            "cat /etc/shadow",
+            "'cat' is allowed on payments/api-0 only as",
+        ),
+        ("cat /var/log/../../etc/shadow", "only as"),
+        ("tail -f --pid=1 /var/log/app.log", "only as"),
+        ("grep -f /etc/shadow /var/log/app.log", "only as"),
+        (
+            "cat /var/log/app.log; id",
+            "command separator ';' at column 21",
+        ),
+        (
+            "\u{0441}at /var/log/app.log",
+            "is not allowed on payments/api-0",
+        ),
+        ("cat\u{200b} /var/log/app.log", "invisible character"),
+        ("/tmp/cat /var/log/app.log", "'/tmp/cat' is not allowed"),
+        ("cat relative.log", "only as"),
+        ("find / -exec sh \\;", "'find' is not allowed"),
+        ("ps aux | sh", "'sh' is not allowed"),
+    ];
+    for (line, want) in cases {
+        let (effect, why) = decide(&p, &alice(), &t, line);
+        assert_eq!(effect, Effect::Deny, "{line}");
+        assert!(why.contains(want), "{line}: {why}");
+    }
+    // Per-command approval.
+    assert_eq!(
+        decide(&p, &alice(), &t, "kill -TERM 1").0,
+        Effect::NeedsApproval
+    );
+    // Nothing in default; mallory's only grant is cat.
+    let (e, why) = decide(
+        &p,
+        &alice(),
+        &target("default", "toolbox", "toolbox"),
+        "ps aux",
+    );
+    assert_eq!(e, Effect::Deny);
+    assert!(
+        why.contains("no rule grants exec on default/toolbox to alice"),
+        "{why}"
+    );
+    let mallory = Subject {
+        user: "mallory".into(),
+        groups: vec![],
+    };
+    assert_eq!(
+        decide(&p, &mallory, &t, "cat /var/log/app.log").0,
+        Effect::Allow
+    );
+    assert_eq!(decide(&p, &mallory, &t, "ps aux").0, Effect::Deny);
+}
+
+#[test]
+fn permits_carry_normalised_argv_and_only_allow_makes_one() {
+    let p = demo();
+    let t = target("payments", "api-0", "app");
+    let cl = parse_command_line("cat /var/log/./x/../app.log").unwrap();
+    let d = p.decide(&Request {
+        subject: &alice(),
+        target: &t,
+        mode: Mode::Exec,
+        action: Action::Command(&cl),
+    });
+    let permit = d.permit().unwrap();
+    assert_eq!(
+        permit.stages(),
+        [vec!["cat".to_owned(), "/var/log/app.log".to_owned()]]
+    );
+    assert_eq!(permit.rule(), "oncall-read");
+    let cl = parse_command_line("kill -TERM 1").unwrap();
+    let d = p.decide(&Request {
+        subject: &alice(),
+        target: &t,
+        mode: Mode::Exec,
+        action: Action::Command(&cl),
+    });
+    assert!(d.permit().is_err());
+    // Files, ports, sessions.
+    let dec = |mode, action| {
+        p.decide(&Request {
+            subject: &alice(),
+            target: &t,
+            mode,
+            action,
+        })
+        .effect
+    };
+    assert_eq!(
+        dec(Mode::Files, Action::Path("/var/log/app.log")),
+        Effect::Allow
+    );
+    assert_eq!(
+        dec(Mode::Files, Action::Path("/var/log/../../etc/shadow")),
+        Effect::Deny
+    );
+    assert_eq!(dec(Mode::PortForward, Action::Port(8080)), Effect::Allow);
+    assert_eq!(dec(Mode::PortForward, Action::Port(22)), Effect::Deny);
+    assert_eq!(dec(Mode::BreakGlass, Action::Session), Effect::Deny);
+    let carol = Subject {
+        user: "carol".into(),
+        groups: vec!["sre".into()],
+    };
+    assert_eq!(
+        p.decide(&Request {
+            subject: &carol,
+            target: &t,
+            mode: Mode::BreakGlass,
+            action: Action::Session
+        })
+        .effect,
+        Effect::Allow
+    );
+}
+
+#[test]
+fn every_policy_error_is_reported_with_its_position() {
+    let bad = "apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrules:\n  - name: a\n    groups: [g]\n    targets: [{namespaces: [x]}]\n    modes: [exec, teleport]\n    commands: [\"cat <path:relative/**>\", \"ls [-l\"]\n    approval: {approvers: 1, from: [nobody]}\n  - name: a\n    groups: [g]\n    targets: [{namespaces: [x], pods: [\"[\"]}]\n    modes: [exec]\n";
+    let errs = Policy::from_yaml(bad).unwrap_err();
+    let text = errs.to_string();
+    for want in [
+        "7:",
+        "unknown mode \"teleport\"",
+        "must be absolute",
+        "unbalanced '['",
+        "approvers group \"nobody\"",
+        "duplicate rule name \"a\"",
+        "bad glob",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(errs.0.len() >= 6, "{text}");
+    assert!(errs.0.iter().all(|e| e.line > 0 && e.column > 0), "{text}");
+    let unknown =
+        Policy::from_yaml("apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrulez: []\n").unwrap_err();
+    assert!(
+        unknown.0[0].line == 3 && unknown.to_string().contains("rulez"),
+        "{unknown}"
+    );
+}
