@@ -2,6 +2,7 @@
 //! Pure library: no I/O, no Kubernetes, no SSH.
 //!
 mod command_line;
+mod lint;
 mod pattern;
 mod policy;
 
@@ -9,6 +10,7 @@ pub use command_line::{
     CommandLine, MAX_ARGS, MAX_LINE_BYTES, SyntaxError, parse_command_line,
     parse_command_line_bytes, quote,
 };
+pub use lint::{Finding, lint};
 pub use pattern::{Pattern, normalize_path};
 pub use policy::{
     Action, Approval, BreakGlass, Decision, Effect, Limits, Mode, Permit, Policy, PolicyError,

@@ -278,6 +278,10 @@ impl Rule {
     pub fn commands(&self) -> &[Pattern] {
         &self.commands
     }
+    /// The `files` globs as written.
+    pub fn file_globs(&self) -> Vec<&str> {
+        self.files.iter().map(|g| g.glob().glob()).collect()
+    }
 }
 
 /// A validated policy.
@@ -729,6 +733,11 @@ impl Decision {
             stages: Vec::new(),
             limits: Limits::default(),
         }
+    }
+    /// A denial with no rule, e.g. for a refused command-line syntax. (Anyone may build a
+    /// denial: it can never become a permit.)
+    pub fn denied(reason: impl Into<String>) -> Decision {
+        Decision::deny(None, reason.into())
     }
     /// The permit to act, when allowed; else the decision back.
     pub fn permit(self) -> Result<Permit, Decision> {
