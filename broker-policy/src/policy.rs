@@ -602,6 +602,8 @@ impl Policy {
                     out.push(argv);
                 }
                 None => {
+                    let allowed: BTreeSet<&str> = rules.iter().flat_map(|r| r.commands.iter().map(Pattern::program)).collect();
+                    let allowed = allowed.into_iter().collect::<Vec<_>>().join(", ");
                     let rule = rules.first().map(|r| r.name.as_str()).unwrap_or("-");
                     let why = if line.is_pipeline() && !rules.iter().any(|r| r.pipelines) {
                         format!("pipelines are not allowed on {where_} (rule {rule})")
