@@ -24,8 +24,16 @@ fn policy() -> Policy {
 
 fn bench(c: &mut Criterion) {
     let p = policy();
-    let subject = Subject { user: "alice".into(), groups: vec!["team-7".into(), "team-27".into()] };
-    let target = Target { namespace: "ns-7".into(), pod: "api-0".into(), labels: BTreeMap::new(), container: "app".into() };
+    let subject = Subject {
+        user: "alice".into(),
+        groups: vec!["team-7".into(), "team-27".into()],
+    };
+    let target = Target {
+        namespace: "ns-7".into(),
+        pod: "api-0".into(),
+        labels: BTreeMap::new(),
+        container: "app".into(),
+    };
     let lines = [
         "tail -n 50 /var/log/app.log",
         "cat /var/log/app.log",
@@ -42,7 +50,15 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for l in &lines {
                 let d = match parse_command_line(l) {
-                    Ok(cl) => p.decide(&Request { subject: &subject, target: &target, mode: Mode::Exec, action: Action::Command(&cl) }).effect,
+                    Ok(cl) => {
+                        p.decide(&Request {
+                            subject: &subject,
+                            target: &target,
+                            mode: Mode::Exec,
+                            action: Action::Command(&cl),
+                        })
+                        .effect
+                    }
                     Err(_) => jitsh_broker_policy::Effect::Deny,
                 };
                 std::hint::black_box(d);

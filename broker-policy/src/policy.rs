@@ -602,7 +602,10 @@ impl Policy {
                     out.push(argv);
                 }
                 None => {
-                    let allowed: BTreeSet<&str> = rules.iter().flat_map(|r| r.commands.iter().map(Pattern::program)).collect();
+                    let allowed: BTreeSet<&str> = rules
+                        .iter()
+                        .flat_map(|r| r.commands.iter().map(Pattern::program))
+                        .collect();
                     let allowed = allowed.into_iter().collect::<Vec<_>>().join(", ");
                     let rule = rules.first().map(|r| r.name.as_str()).unwrap_or("-");
                     let why = if line.is_pipeline() && !rules.iter().any(|r| r.pipelines) {
