@@ -555,11 +555,6 @@ impl Policy {
     }
 
     fn decide_command(&self, rules: &[&Rule], line: &CommandLine, where_: &str) -> Decision {
-        let allowed: BTreeSet<&str> = rules
-            .iter()
-            .flat_map(|r| r.commands.iter().map(Pattern::program))
-            .collect();
-        let allowed = allowed.into_iter().collect::<Vec<_>>().join(", ");
         let mut out = Vec::new();
         let mut chosen: Option<&Rule> = None;
         let mut needs_approval = false;

@@ -179,10 +179,13 @@ async fn login_gets_a_capped_certificate_and_break_glass_is_refused_for_other_gr
         p.url
     );
     std::fs::write(d.join("issuer.yaml"), config).unwrap();
+    let log = std::fs::File::create(d.join("issuer.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
         .args(["issuer", "--config"])
         .arg(d.join("issuer.yaml"))
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -290,6 +293,17 @@ async fn login_gets_a_capped_certificate_and_break_glass_is_refused_for_other_gr
             .get(jitsh_certs::BREAK_GLASS_EXTENSION)
             .map(String::as_str),
         Some("INC-42")
+    );
+    // Every issuance is logged (identity, groups, incident).
+    let log = std::fs::read_to_string(d.join("issuer.log")).unwrap();
+    let issued: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("certificate.issued"))
+        .collect();
+    assert_eq!(issued.len(), 2, "{log}");
+    assert!(
+        issued[0].contains("identity=alice") && issued[1].contains("INC-42"),
+        "{log}"
     );
     // A token from another issuer: 401 invalid_token.
     let out = login(

@@ -49,6 +49,14 @@ pub struct LoginArgs {
 
 /// Runs `jitsh issuer`.
 pub fn run_issuer(args: IssuerArgs) -> ExitCode {
+    // Issuance events are log lines on stderr until the gateway's audit sink exists.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
     let result = (|| -> anyhow::Result<()> {
         let cfg = crate::issuer::IssuerConfig::load(&args.config)?;
         let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
