@@ -65,6 +65,26 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    let parsed: Vec<_> = lines
+        .iter()
+        .filter_map(|l| parse_command_line(l).ok())
+        .collect();
+    g.throughput(Throughput::Elements(parsed.len() as u64));
+    g.bench_function("decide only (7 parsed requests), 500 rules", |b| {
+        b.iter(|| {
+            for cl in &parsed {
+                std::hint::black_box(
+                    p.decide(&Request {
+                        subject: &subject,
+                        target: &target,
+                        mode: Mode::Exec,
+                        action: Action::Command(cl),
+                    })
+                    .effect,
+                );
+            }
+        })
+    });
     g.finish();
 }
 

@@ -15,13 +15,47 @@ enum Elem {
     Rest,
 }
 
-/// A compiled pattern.
+/// A compiled pattern: its optional groups expanded into linear sequences, so matching is one
+/// pass without backtracking or allocation until a match.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     source: String,
     program: String,
     elems: Vec<Elem>,
+    seqs: Vec<Vec<Elem>>,
     long_options: Vec<String>,
+}
+
+/// Most linear forms one pattern may expand to.
+const MAX_FORMS: usize = 1024;
+
+/// Expands optional groups into every linear sequence they allow.
+fn expand(elems: &[Elem]) -> Result<Vec<Vec<Elem>>, String> {
+    let mut forms: Vec<Vec<Elem>> = vec![Vec::new()];
+    for e in elems {
+        match e {
+            Elem::Optional(alts) => {
+                let mut choices: Vec<Vec<Elem>> = vec![Vec::new()];
+                for alt in alts {
+                    choices.extend(expand(alt)?);
+                }
+                let mut next = Vec::new();
+                for f in &forms {
+                    for c in &choices {
+                        let mut g = f.clone();
+                        g.extend(c.iter().cloned());
+                        next.push(g);
+                    }
+                }
+                if next.len() > MAX_FORMS {
+                    return Err(format!("more than {MAX_FORMS} forms; split the pattern"));
+                }
+                forms = next;
+            }
+            e => forms.iter_mut().for_each(|f| f.push(e.clone())),
+        }
+    }
+    Ok(forms)
 }
 
 fn tokens(s: &str) -> Vec<String> {
@@ -163,10 +197,12 @@ impl Pattern {
         {
             return Err("'...' must come last".into());
         }
+        let seqs = expand(&elems)?;
         Ok(Pattern {
             source: source.to_owned(),
             program: program.clone(),
             elems,
+            seqs,
             long_options: long,
         })
     }
@@ -188,40 +224,45 @@ impl Pattern {
     /// trailing `<path:…>` may be left out (`grep ERROR /var/log/app.log | tail -n 5`).
     pub fn matches_downstream(&self, argv: &[String]) -> Option<Vec<String>> {
         self.matches(argv).or_else(|| {
-            let mut elems = self.elems.clone();
-            if !matches!(elems.last(), Some(Elem::Path(_))) {
-                return None;
-            }
-            elems.pop();
-            let shorter = Pattern {
-                elems,
-                ..self.clone()
-            };
-            shorter.matches(argv)
+            let args = self.split_long_options(argv)?;
+            self.seqs.iter().find_map(|seq| match seq.split_last() {
+                Some((Elem::Path(_), front)) => {
+                    match_linear(front, &args[1..]).then(|| render(front, &args))
+                }
+                _ => None,
+            })
         })
     }
 
-    /// Matches an argv; on success the argv to run (paths normalised).
-    pub fn matches(&self, argv: &[String]) -> Option<Vec<String>> {
+    /// `argv` with `--opt=value` split where the pattern names `--opt`; `None` if the program differs.
+    fn split_long_options<'a>(&self, argv: &'a [String]) -> Option<Vec<&'a str>> {
         let first = argv.first()?;
         if program_name(first)? != self.program {
             return None;
         }
-        // `--opt=value` is `--opt value` where the pattern names `--opt`.
-        let mut args = Vec::new();
+        let mut args: Vec<&str> = Vec::with_capacity(argv.len() + 1);
+        args.push(first);
         for a in &argv[1..] {
             match a.split_once('=') {
                 Some((opt, v))
                     if opt.starts_with("--") && self.long_options.iter().any(|l| l == opt) =>
                 {
-                    args.push(opt.to_owned());
-                    args.push(v.to_owned());
+                    args.push(opt);
+                    args.push(v);
                 }
-                _ => args.push(a.clone()),
+                _ => args.push(a),
             }
         }
-        let mut out = vec![first.clone()];
-        match_elems(&self.elems, &args, &mut out).then_some(out)
+        Some(args)
+    }
+
+    /// Matches an argv; on success the argv to run (paths normalised).
+    pub fn matches(&self, argv: &[String]) -> Option<Vec<String>> {
+        let args = self.split_long_options(argv)?;
+        self.seqs
+            .iter()
+            .find(|seq| match_linear(seq, &args[1..]))
+            .map(|seq| render(seq, &args))
     }
 }
 
@@ -286,51 +327,31 @@ fn path_matches(g: &GlobMatcher, arg: &str) -> Option<String> {
     None
 }
 
-fn match_elems(elems: &[Elem], args: &[String], out: &mut Vec<String>) -> bool {
-    let Some((e, rest)) = elems.split_first() else {
-        return args.is_empty();
-    };
-    let mark = out.len();
-    let ok = match e {
-        Elem::Rest => {
-            out.extend(args.iter().cloned());
-            true
-        }
-        Elem::Optional(alts) => {
-            for alt in alts {
-                let mut seq = alt.clone();
-                seq.extend(rest.iter().cloned());
-                if match_elems(&seq, args, out) {
-                    return true;
-                }
-                out.truncate(mark);
-            }
-            return match_elems(rest, args, out);
-        }
-        single => {
-            let Some((a, tail)) = args.split_first() else {
-                return false;
-            };
-            let got = match single {
-                Elem::Literal(l) => (a == l).then(|| a.clone()),
-                Elem::Int => {
-                    (!a.is_empty() && a.bytes().all(|b| b.is_ascii_digit())).then(|| a.clone())
-                }
-                Elem::Word => (!a.is_empty() && !a.starts_with('-')).then(|| a.clone()),
-                Elem::Path(g) => path_matches(g, a),
-                _ => None,
-            };
-            match got {
-                Some(v) => {
-                    out.push(v);
-                    match_elems(rest, tail, out)
-                }
-                None => false,
-            }
-        }
-    };
-    if !ok {
-        out.truncate(mark);
+/// Whether one linear form matches the arguments (no allocation but path normalisation).
+fn match_linear(seq: &[Elem], args: &[&str]) -> bool {
+    let rest = matches!(seq.last(), Some(Elem::Rest));
+    let fixed = if rest { seq.len() - 1 } else { seq.len() };
+    if args.len() < fixed || (!rest && args.len() != fixed) {
+        return false;
     }
-    ok
+    seq[..fixed].iter().zip(args).all(|(e, a)| match e {
+        Elem::Literal(l) => l == a,
+        Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
+        Elem::Word => !a.is_empty() && !a.starts_with('-'),
+        Elem::Path(g) => path_matches(g, a).is_some(),
+        Elem::Rest | Elem::Optional(_) => false,
+    })
+}
+
+/// The argv to run for a matched form: program as given, paths normalised.
+fn render(seq: &[Elem], args: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    out.push(args[0].to_owned());
+    for (i, a) in args[1..].iter().enumerate() {
+        match seq.get(i) {
+            Some(Elem::Path(g)) => out.push(path_matches(g, a).unwrap_or_else(|| (*a).to_owned())),
+            _ => out.push((*a).to_owned()),
+        }
+    }
+    out
 }

@@ -237,8 +237,8 @@ pub struct BreakGlass {
 #[derive(Debug, Clone)]
 struct TargetRule {
     namespaces: Vec<String>,
-    pods: Vec<GlobMatcher>,
-    containers: Vec<GlobMatcher>,
+    pods: Vec<NameGlob>,
+    containers: Vec<NameGlob>,
     labels: BTreeMap<String, String>,
 }
 
@@ -288,6 +288,9 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// Rule indices by granted subject (`g:GROUP` / `u:USER`), so a decision looks only at the
+    /// rules that name the requester.
+    by_subject: std::collections::HashMap<String, Vec<usize>>,
 }
 
 fn at<T>(s: &Spanned<T>, message: impl Into<String>) -> PolicyError {
@@ -298,11 +301,44 @@ fn at<T>(s: &Spanned<T>, message: impl Into<String>) -> PolicyError {
     }
 }
 
-fn glob(s: &Spanned<String>, errors: &mut Vec<PolicyError>) -> Option<GlobMatcher> {
-    match Glob::new(&s.value) {
-        Ok(g) => Some(g.compile_matcher()),
+/// A pod or container name glob; the common shapes (`*`, `name`, `prefix-*`) skip the regex.
+#[derive(Debug, Clone)]
+enum NameGlob {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Glob(Box<GlobMatcher>),
+}
+
+impl NameGlob {
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            NameGlob::Any => true,
+            NameGlob::Exact(e) => e == name,
+            NameGlob::Prefix(p) => name.starts_with(p.as_str()),
+            NameGlob::Glob(g) => g.is_match(name),
+        }
+    }
+}
+
+fn glob(s: &Spanned<String>, errors: &mut Vec<PolicyError>) -> Option<NameGlob> {
+    let special = |t: &str| t.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    let v = s.value.as_str();
+    if v == "*" {
+        return Some(NameGlob::Any);
+    }
+    if !special(v) {
+        return Some(NameGlob::Exact(v.to_owned()));
+    }
+    if let Some(prefix) = v.strip_suffix('*')
+        && !special(prefix)
+    {
+        return Some(NameGlob::Prefix(prefix.to_owned()));
+    }
+    match Glob::new(v) {
+        Ok(g) => Some(NameGlob::Glob(Box::new(g.compile_matcher()))),
         Err(e) => {
-            errors.push(at(s, format!("bad glob {:?}: {e}", s.value)));
+            errors.push(at(s, format!("bad glob {v:?}: {e}")));
             None
         }
     }
@@ -448,7 +484,7 @@ impl Policy {
             });
         }
         if errors.is_empty() {
-            Ok(Policy { rules })
+            Ok(Policy::indexed(rules))
         } else {
             Err(PolicyErrors(errors))
         }
@@ -459,28 +495,62 @@ impl Policy {
         &self.rules
     }
 
+    fn indexed(rules: Vec<Rule>) -> Policy {
+        let mut by_subject: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            for g in &r.groups {
+                by_subject.entry(format!("g:{g}")).or_default().push(i);
+            }
+            for u in &r.users {
+                by_subject.entry(format!("u:{u}")).or_default().push(i);
+            }
+        }
+        Policy { rules, by_subject }
+    }
+
+    /// Indices of the rules that name the subject, in policy order.
+    fn candidates(&self, subject: &Subject) -> Vec<usize> {
+        let mut idx: Vec<usize> = Vec::new();
+        let mut key = String::with_capacity(64);
+        for (prefix, name) in
+            std::iter::once(("u:", &subject.user)).chain(subject.groups.iter().map(|g| ("g:", g)))
+        {
+            key.clear();
+            key.push_str(prefix);
+            key.push_str(name);
+            if let Some(v) = self.by_subject.get(&key) {
+                idx.extend_from_slice(v);
+            }
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        idx
+    }
+
     fn applicable<'a>(
         &'a self,
         subject: &'a Subject,
         target: &'a Target,
         mode: Mode,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| {
-            r.modes.contains(&mode)
-                && (r.users.contains(&subject.user)
-                    || r.groups.iter().any(|g| subject.groups.contains(g)))
-                && r.targets.iter().any(|t| {
-                    t.namespaces
-                        .iter()
-                        .any(|n| n == "*" || *n == target.namespace)
-                        && (t.pods.is_empty() || t.pods.iter().any(|g| g.is_match(&target.pod)))
-                        && (t.containers.is_empty()
-                            || t.containers.iter().any(|g| g.is_match(&target.container)))
-                        && t.labels
+        self.candidates(subject)
+            .into_iter()
+            .map(|i| &self.rules[i])
+            .filter(move |r| {
+                r.modes.contains(&mode)
+                    && r.targets.iter().any(|t| {
+                        t.namespaces
                             .iter()
-                            .all(|(k, v)| target.labels.get(k) == Some(v))
-                })
-        })
+                            .any(|n| n == "*" || *n == target.namespace)
+                            && (t.pods.is_empty() || t.pods.iter().any(|g| g.is_match(&target.pod)))
+                            && (t.containers.is_empty()
+                                || t.containers.iter().any(|g| g.is_match(&target.container)))
+                            && t.labels
+                                .iter()
+                                .all(|(k, v)| target.labels.get(k) == Some(v))
+                    })
+            })
     }
 
     /// Programs allowed for `mode` on the target (for `help` and reasons).
