@@ -70,7 +70,27 @@ fn is_invisible(c: char) -> bool {
         | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
+/// Characters that render like a shell operator (fullwidth, small and Greek forms): refused so
+/// that a reviewer reading the audit log never sees a `;` or `|` that did not separate anything.
+fn look_alike(c: char) -> Option<char> {
+    Some(match c {
+        '\u{037E}' | '\u{FF1B}' | '\u{FE54}' => ';',
+        '\u{FF5C}' | '\u{01C0}' | '\u{2223}' | '\u{FFE8}' => '|',
+        '\u{FF06}' | '\u{FE60}' => '&',
+        '\u{FF04}' | '\u{FE69}' => '$',
+        '\u{FF1C}' | '\u{FE64}' => '<',
+        '\u{FF1E}' | '\u{FE65}' => '>',
+        '\u{FF40}' => '`',
+        '\u{FF08}' | '\u{FE59}' => '(',
+        '\u{FF09}' | '\u{FE5A}' => ')',
+        _ => return None,
+    })
+}
+
 fn control(c: char) -> Option<String> {
+    if let Some(op) = look_alike(c) {
+        return Some(format!("look-alike of '{op}' (U+{:04X})", u32::from(c)));
+    }
     match c {
         '\n' => Some("newline".into()),
         '\r' => Some("carriage return".into()),

@@ -221,3 +221,78 @@ fn every_policy_error_is_reported_with_its_position() {
         "{unknown}"
     );
 }
+
+/// Decodes the corpus escapes (`\n`, `\r`, `\t`, `\0`, `\\`, `\u{XXXX}`).
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut cs = s.chars();
+    while let Some(c) = cs.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match cs.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some('u') => {
+                let hex: String = cs.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+            }
+            other => panic!("bad escape {other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn decision_corpus() {
+    let p = demo();
+    let mut n = 0;
+    let mut failures = Vec::new();
+    for (i, raw) in include_str!("corpus/decisions.tsv").lines().enumerate() {
+        if raw.starts_with('#') || raw.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = raw.splitn(5, '\t').collect();
+        let [user, groups, target, expect, line] = f[..] else {
+            panic!("line {}: five columns", i + 1)
+        };
+        let parts: Vec<&str> = target.split('/').collect();
+        let t = Target {
+            namespace: parts[0].into(),
+            pod: parts[1].into(),
+            labels: BTreeMap::new(),
+            container: parts[2].into(),
+        };
+        let who = Subject {
+            user: user.into(),
+            groups: groups
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        let line = unescape(line);
+        let (effect, why) = decide(&p, &who, &t, &line);
+        let got = match effect {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+            Effect::NeedsApproval => "needs-approval",
+        };
+        if got != expect {
+            failures.push(format!(
+                "line {}: {user} {target} {line:?}: expected {expect}, got {got} ({why})",
+                i + 1
+            ));
+        }
+        if got == "deny" {
+            assert!(!why.is_empty(), "line {}: a denial without a reason", i + 1);
+        }
+        n += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(n >= 150, "only {n} cases");
+}
