@@ -10,7 +10,7 @@ enum Elem {
     Literal(String),
     Int,
     Word,
-    Path(Box<GlobMatcher>),
+    Path(Box<PathGlob>),
     Optional(Vec<Vec<Elem>>),
     Rest,
 }
@@ -92,19 +92,60 @@ fn tokens(s: &str) -> Vec<String> {
     out
 }
 
-/// Compiles a glob for absolute paths: `*` does not cross `/`; `/x/**` also matches `/x`.
-pub fn path_glob(glob: &str) -> Result<GlobMatcher, String> {
+/// A glob over absolute, normalised paths: `*` does not cross `/`; `/x/**` also matches `/x`.
+/// Globs of the common shape `/literal/dir/**` are matched by prefix, without a regex.
+#[derive(Debug, Clone)]
+pub struct PathGlob {
+    source: String,
+    matcher: GlobMatcher,
+    subtree: Option<String>,
+}
+
+impl PathGlob {
+    /// The glob as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// Whether an already normalised absolute path matches.
+    pub fn matches_normalized(&self, norm: &str) -> bool {
+        match &self.subtree {
+            Some(base) => {
+                norm == base
+                    || (norm.starts_with(base.as_str()) && norm[base.len()..].starts_with('/'))
+            }
+            None => {
+                self.matcher.is_match(norm)
+                    || self
+                        .source
+                        .strip_suffix("/**")
+                        .is_some_and(|base| base == norm)
+            }
+        }
+    }
+}
+
+/// Compiles a path glob; it must be absolute and free of `..`.
+pub fn path_glob(glob: &str) -> Result<PathGlob, String> {
     if !glob.starts_with('/') {
         return Err(format!("path glob {glob:?} must be absolute"));
     }
     if glob.split('/').any(|c| c == "..") {
         return Err(format!("path glob {glob:?} must not contain '..'"));
     }
-    GlobBuilder::new(glob)
+    let matcher = GlobBuilder::new(glob)
         .literal_separator(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("bad glob {glob:?}: {e}"))
+        .map_err(|e| format!("bad glob {glob:?}: {e}"))?;
+    let subtree = glob
+        .strip_suffix("/**")
+        .filter(|base| !base.contains(['*', '?', '[', ']', '{', '}', '\\']) && !base.ends_with('/'))
+        .map(str::to_owned);
+    Ok(PathGlob {
+        source: glob.to_owned(),
+        matcher,
+        subtree,
+    })
 }
 
 fn parse_seq(
@@ -258,6 +299,18 @@ impl Pattern {
 
     /// Matches an argv; on success the argv to run (paths normalised).
     pub fn matches(&self, argv: &[String]) -> Option<Vec<String>> {
+        if self.long_options.is_empty() {
+            // Nothing to split: match the argv as it is, without allocating.
+            let first = argv.first()?;
+            if program_name(first)? != self.program {
+                return None;
+            }
+            return self
+                .seqs
+                .iter()
+                .find(|seq| match_linear(seq, &argv[1..]))
+                .map(|seq| render(seq, argv));
+        }
         let args = self.split_long_options(argv)?;
         self.seqs
             .iter()
@@ -312,45 +365,59 @@ pub fn normalize_path(p: &str) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
-fn path_matches(g: &GlobMatcher, arg: &str) -> Option<String> {
-    let norm = normalize_path(arg)?;
-    if g.is_match(&norm) {
-        return Some(norm);
+/// Whether an absolute path is already normal (no empty, `.` or `..` components).
+fn is_normal(p: &str) -> bool {
+    p.starts_with('/')
+        && (p == "/"
+            || p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
+}
+
+/// The normalised path, borrowed when it already is normal.
+fn normalized(p: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if is_normal(p) {
+        Some(std::borrow::Cow::Borrowed(p))
+    } else {
+        normalize_path(p).map(std::borrow::Cow::Owned)
     }
-    // `/var/log/**` also matches `/var/log` itself.
-    let glob = g.glob().glob();
-    if let Some(base) = glob.strip_suffix("/**")
-        && base == norm
-    {
-        return Some(norm);
-    }
-    None
+}
+
+fn path_matches<'a>(g: &PathGlob, arg: &'a str) -> Option<std::borrow::Cow<'a, str>> {
+    let norm = normalized(arg)?;
+    g.matches_normalized(&norm).then_some(norm)
 }
 
 /// Whether one linear form matches the arguments (no allocation but path normalisation).
-fn match_linear(seq: &[Elem], args: &[&str]) -> bool {
+fn match_linear<S: AsRef<str>>(seq: &[Elem], args: &[S]) -> bool {
     let rest = matches!(seq.last(), Some(Elem::Rest));
     let fixed = if rest { seq.len() - 1 } else { seq.len() };
     if args.len() < fixed || (!rest && args.len() != fixed) {
         return false;
     }
-    seq[..fixed].iter().zip(args).all(|(e, a)| match e {
-        Elem::Literal(l) => l == a,
-        Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
-        Elem::Word => !a.is_empty() && !a.starts_with('-'),
-        Elem::Path(g) => path_matches(g, a).is_some(),
-        Elem::Rest | Elem::Optional(_) => false,
+    seq[..fixed].iter().zip(args).all(|(e, a)| {
+        let a = a.as_ref();
+        match e {
+            Elem::Literal(l) => l == a,
+            Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
+            Elem::Word => !a.is_empty() && !a.starts_with('-'),
+            Elem::Path(g) => path_matches(g, a).is_some(),
+            Elem::Rest | Elem::Optional(_) => false,
+        }
     })
 }
 
 /// The argv to run for a matched form: program as given, paths normalised.
-fn render(seq: &[Elem], args: &[&str]) -> Vec<String> {
+fn render<S: AsRef<str>>(seq: &[Elem], args: &[S]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
-    out.push(args[0].to_owned());
+    out.push(args[0].as_ref().to_owned());
     for (i, a) in args[1..].iter().enumerate() {
+        let a = a.as_ref();
         match seq.get(i) {
-            Some(Elem::Path(g)) => out.push(path_matches(g, a).unwrap_or_else(|| (*a).to_owned())),
-            _ => out.push((*a).to_owned()),
+            Some(Elem::Path(g)) => out.push(
+                path_matches(g, a).map_or_else(|| a.to_owned(), std::borrow::Cow::into_owned),
+            ),
+            _ => out.push(a.to_owned()),
         }
     }
     out

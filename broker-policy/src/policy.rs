@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::command_line::CommandLine;
-use crate::pattern::{Pattern, normalize_path, path_glob, program_name};
+use crate::pattern::{PathGlob, Pattern, normalize_path, path_glob, program_name};
 
 /// One policy error with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +253,7 @@ pub struct Rule {
     commands: Vec<Pattern>,
     deny: Vec<Pattern>,
     approval_required: Vec<Pattern>,
-    files: Vec<GlobMatcher>,
+    files: Vec<PathGlob>,
     ports: Vec<u16>,
     pipelines: bool,
     approval: Option<Approval>,
@@ -280,7 +280,7 @@ impl Rule {
     }
     /// The `files` globs as written.
     pub fn file_globs(&self) -> Vec<&str> {
-        self.files.iter().map(|g| g.glob().glob()).collect()
+        self.files.iter().map(PathGlob::source).collect()
     }
 }
 
@@ -288,8 +288,8 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
-    /// Rule indices by granted subject (`g:GROUP` / `u:USER`), so a decision looks only at the
-    /// rules that name the requester.
+    /// Rule indices by granted subject and namespace (`g:GROUP|NS`, `u:USER|*`), so a decision
+    /// looks only at the rules that name the requester there.
     by_subject: std::collections::HashMap<String, Vec<usize>>,
 }
 
@@ -499,28 +499,44 @@ impl Policy {
         let mut by_subject: std::collections::HashMap<String, Vec<usize>> =
             std::collections::HashMap::new();
         for (i, r) in rules.iter().enumerate() {
-            for g in &r.groups {
-                by_subject.entry(format!("g:{g}")).or_default().push(i);
-            }
-            for u in &r.users {
-                by_subject.entry(format!("u:{u}")).or_default().push(i);
+            let subjects = r
+                .groups
+                .iter()
+                .map(|g| format!("g:{g}"))
+                .chain(r.users.iter().map(|u| format!("u:{u}")));
+            for subject in subjects {
+                let namespaces: BTreeSet<&str> = r
+                    .targets
+                    .iter()
+                    .flat_map(|t| t.namespaces.iter().map(String::as_str))
+                    .collect();
+                for ns in namespaces {
+                    let v = by_subject.entry(format!("{subject}|{ns}")).or_default();
+                    if v.last() != Some(&i) {
+                        v.push(i);
+                    }
+                }
             }
         }
         Policy { rules, by_subject }
     }
 
-    /// Indices of the rules that name the subject, in policy order.
-    fn candidates(&self, subject: &Subject) -> Vec<usize> {
+    /// Indices of the rules that name the subject and the namespace (or `*`), in policy order.
+    fn candidates(&self, subject: &Subject, namespace: &str) -> Vec<usize> {
         let mut idx: Vec<usize> = Vec::new();
-        let mut key = String::with_capacity(64);
-        for (prefix, name) in
-            std::iter::once(("u:", &subject.user)).chain(subject.groups.iter().map(|g| ("g:", g)))
-        {
-            key.clear();
-            key.push_str(prefix);
-            key.push_str(name);
-            if let Some(v) = self.by_subject.get(&key) {
-                idx.extend_from_slice(v);
+        let mut key = String::with_capacity(96);
+        let names =
+            std::iter::once(("u:", &subject.user)).chain(subject.groups.iter().map(|g| ("g:", g)));
+        for (prefix, name) in names {
+            for ns in [namespace, "*"] {
+                key.clear();
+                key.push_str(prefix);
+                key.push_str(name);
+                key.push('|');
+                key.push_str(ns);
+                if let Some(v) = self.by_subject.get(&key) {
+                    idx.extend_from_slice(v);
+                }
             }
         }
         idx.sort_unstable();
@@ -534,7 +550,7 @@ impl Policy {
         target: &'a Target,
         mode: Mode,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.candidates(subject)
+        self.candidates(subject, &target.namespace)
             .into_iter()
             .map(|i| &self.rules[i])
             .filter(move |r| {
@@ -611,7 +627,7 @@ impl Policy {
                 };
                 match rules
                     .iter()
-                    .find(|r| r.files.iter().any(|g| g.is_match(&norm)))
+                    .find(|r| r.files.iter().any(|g| g.matches_normalized(&norm)))
                 {
                     Some(r) => Decision::allow(r, vec![vec![norm]]),
                     None => Decision::deny(
