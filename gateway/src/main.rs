@@ -25,14 +25,22 @@ enum Command {
     /// Check, test and lint policy documents.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Work with the gateway's hash-chained audit log.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(kube_sim::runtime::CONTAINER_SUBCOMMAND) {
+        return kube_sim::runtime::container_main(args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Ca(cmd) => cli::ca::run(cmd),
         Command::Issuer(args) => cli::login::run_issuer(args),
         Command::Login(args) => cli::login::run_login(args),
         Command::Policy(cmd) => cli::policy::run(cmd),
+        Command::Audit(cmd) => cli::audit::run(cmd),
     }
 }
