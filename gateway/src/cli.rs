@@ -4,3 +4,4 @@ pub mod audit;
 pub mod ca;
 pub mod login;
 pub mod policy;
+pub mod serve;

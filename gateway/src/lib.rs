@@ -2,5 +2,8 @@
 
 pub mod audit;
 pub mod cli;
+pub mod dev;
+pub mod exec;
 pub mod intent;
 pub mod issuer;
+pub mod server;

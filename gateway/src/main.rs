@@ -28,6 +28,8 @@ enum Command {
     /// Work with the gateway's hash-chained audit log.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// Run the SSH gateway (`--dev` for the self-contained development mode).
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,5 +44,6 @@ fn main() -> ExitCode {
         Command::Login(args) => cli::login::run_login(args),
         Command::Policy(cmd) => cli::policy::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
+        Command::Serve(args) => cli::serve::run(args),
     }
 }
