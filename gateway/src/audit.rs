@@ -114,14 +114,16 @@ pub fn verify(text: &str) -> Result<usize, VerifyError> {
             line: i + 1,
             reason,
         };
-        let mut map: Map<String, Value> = serde_json::from_str(line)
-            .map_err(|e| bad(format!("not a JSON object: {e}")))?;
+        let mut map: Map<String, Value> =
+            serde_json::from_str(line).map_err(|e| bad(format!("not a JSON object: {e}")))?;
         let hash = match map.remove("hash") {
             Some(Value::String(h)) => h,
             _ => return Err(bad("no hash".into())),
         };
         if map.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
-            return Err(bad("chain broken: prev does not match the previous event's hash".into()));
+            return Err(bad(
+                "chain broken: prev does not match the previous event's hash".into(),
+            ));
         }
         let body = Value::Object(map).to_string();
         if hex::encode(Sha256::digest(body.as_bytes())) != hash {
@@ -173,7 +175,8 @@ mod tests {
         let p = dir.path().join("a.jsonl");
         let log = AuditLog::open(&p).unwrap();
         for i in 0..3 {
-            log.record("command.allowed", serde_json::json!({"n": i})).unwrap();
+            log.record("command.allowed", serde_json::json!({"n": i}))
+                .unwrap();
         }
         let log = AuditLog::open(&p).unwrap();
         log.record("x", serde_json::json!({})).unwrap();
@@ -190,7 +193,14 @@ mod tests {
 
     #[test]
     fn redacts() {
-        let r = redact(&["--password=hunter2".into(), "DB_SECRET_KEY=x".into(), "ls".into()]);
-        assert_eq!(r, vec!["--password=<redacted>", "DB_SECRET_KEY=<redacted>", "ls"]);
+        let r = redact(&[
+            "--password=hunter2".into(),
+            "DB_SECRET_KEY=x".into(),
+            "ls".into(),
+        ]);
+        assert_eq!(
+            r,
+            vec!["--password=<redacted>", "DB_SECRET_KEY=<redacted>", "ls"]
+        );
     }
 }

@@ -132,7 +132,10 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     println!("  ssh -F {f} alice@jitsh payments/api-0 ps aux");
     println!("  ssh -F {f} alice@jitsh payments/api-0 -- rm -rf /      # denied");
     println!("  ssh -F {f} alice@jitsh whoami");
-    println!("  KUBECONFIG={} kubectl --context admin get pods -A", kubeconfig.display());
+    println!(
+        "  KUBECONFIG={} kubectl --context admin get pods -A",
+        kubeconfig.display()
+    );
     println!("  jitsh audit verify {}", dir.join("audit.jsonl").display());
     println!("jitsh dev gateway ready");
     let served = tokio::select! {
@@ -163,8 +166,8 @@ pub fn ssh_config_for(
 }
 
 fn write_private(p: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(p);
     let mut f = std::fs::OpenOptions::new()
         .create(true)

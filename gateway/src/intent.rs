@@ -66,8 +66,7 @@ fn parse_target(s: &str) -> Result<TargetSpec, IntentError> {
     let valid = |p: &str| {
         !p.is_empty()
             && p.len() <= 253
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     };
     if parts.iter().any(|p| !valid(p)) || parts.len() > 3 {

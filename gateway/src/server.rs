@@ -114,8 +114,9 @@ impl russh::server::Handler for Conn {
                     "auth.accepted",
                     json!({"session": self.session_id, "user": user, "identity": id.identity(), "groups": id.groups(), "serial": id.serial(), "key_id": id.key_id(), "source": self.peer.to_string()}),
                 );
-                if ok.is_err() {
-                    return Ok(Auth::reject());
+                if let Err(e) = ok {
+                    // Commands are refused later with a message the user sees (fail closed).
+                    tracing::error!("{e}");
                 }
                 self.identity = Some(Arc::new(id));
                 Ok(Auth::Accept)
@@ -323,7 +324,14 @@ async fn run_command(
             return 1;
         }
     };
-    let resolved = match exec::resolve(&client, &namespace, &target.pod, target.container.as_deref()).await {
+    let resolved = match exec::resolve(
+        &client,
+        &namespace,
+        &target.pod,
+        target.container.as_deref(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             say(write, &e.to_string()).await;
@@ -358,13 +366,25 @@ async fn run_command(
                 tracing::error!("{e}");
             }
             let rule = d.rule.as_deref().unwrap_or("no rule");
-            say(write, &format!("denied: {} on {namespace}/{} (policy: {rule})", d.reasons.join("; "), resolved.pod)).await;
+            say(
+                write,
+                &format!(
+                    "denied: {} on {namespace}/{} (policy: {rule})",
+                    d.reasons.join("; "),
+                    resolved.pod
+                ),
+            )
+            .await;
             return DENIED_STATUS;
         }
     };
     ev["rule"] = json!(permit.rule());
     if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
-        say(write, &format!("refused: the audit log cannot be written ({e})")).await;
+        say(
+            write,
+            &format!("refused: the audit log cannot be written ({e})"),
+        )
+        .await;
         return 1;
     }
     let (stdin_r, mut stdin_w) = tokio::io::duplex(64 * 1024);

@@ -1,0 +1,214 @@
+//! End-to-end: `jitsh serve --dev` driven by the real OpenSSH client and kubectl.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct Dev {
+    child: Child,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Dev {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--dev-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        let l = lines
+            .next()
+            .expect("serve --dev exited before ready")
+            .unwrap();
+        if l.contains("jitsh dev gateway ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Dev {
+        child,
+        dir,
+        _tmp: tmp,
+    }
+}
+
+fn ssh(dir: &Path, user: &str, cmd: &str, stdin: &[u8]) -> Output {
+    let mut c = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(dir.join("ssh_config"))
+        .arg(format!("{user}@jitsh"))
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = c.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = i.write_all(&data);
+    });
+    let o = c.wait_with_output().unwrap();
+    w.join().unwrap();
+    o
+}
+
+fn execs_in_kube_audit(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("kube-audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["objectRef"]["subresource"] == "exec")
+        .collect()
+}
+
+#[test]
+fn dev_gateway_end_to_end() {
+    let dev = start();
+    let d = &dev.dir;
+
+    // cat matches the container's file (read afterwards through kubectl as admin; the log only grows).
+    let o = ssh(d, "alice", "payments/api-0 -- cat /var/log/app.log", b"");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let k = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(d.join("kubeconfig"))
+        .args([
+            "--context",
+            "admin",
+            "exec",
+            "-n",
+            "payments",
+            "api-0",
+            "--",
+            "cat",
+            "/var/log/app.log",
+        ])
+        .output()
+        .unwrap();
+    assert!(k.status.success(), "{}", String::from_utf8_lossy(&k.stderr));
+    assert!(!o.stdout.is_empty());
+    assert!(k.stdout.starts_with(&o.stdout));
+
+    // no `--`
+    let o = ssh(d, "alice", "payments/api-0 ps aux", b"");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("PID"));
+
+    // denied: reason, status 126, no exec reaches Kubernetes
+    let before = execs_in_kube_audit(d).len();
+    let o = ssh(d, "alice", "payments/api-0 -- rm -rf /", b"");
+    assert_eq!(o.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("denied: 'rm' is not allowed"));
+    let o = ssh(
+        d,
+        "alice",
+        "payments/api-0 -- cat /var/log/app.log; id",
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(126));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("uid="));
+    assert_eq!(execs_in_kube_audit(d).len(), before);
+
+    // RBAC refusals: one clear line
+    let o = ssh(d, "alice", "default/toolbox -- ls", b"");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
+    let o = ssh(d, "mallory", "payments/api-0 -- cat /var/log/app.log", b"");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
+
+    // 30 MiB through sha256sum on stdin is byte-exact
+    let mut data = vec![0u8; 30 * 1024 * 1024];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&data))
+    };
+    let o = ssh(d, "alice", "payments/api-0 -- sha256sum", &data);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(&want));
+
+    // Kubernetes audit names alice and carries the gateway's command id
+    let ours: Vec<serde_json::Value> = std::fs::read_to_string(d.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last_allowed = ours
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "command.allowed")
+        .unwrap();
+    let cid = last_allowed["command"].as_str().unwrap();
+    let execs = execs_in_kube_audit(d);
+    let k = execs
+        .iter()
+        .find(|e| e["auditID"] == cid)
+        .expect("auditID = command id");
+    assert_eq!(k["impersonatedUser"]["username"], "alice");
+
+    // audit verify passes, then fails after a one-byte edit
+    let verify = |p: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_jitsh"))
+            .args(["audit", "verify"])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    let audit = d.join("audit.jsonl");
+    assert!(verify(&audit).status.success());
+    let copy = d.join("edited.jsonl");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(&copy, text.replacen("alice", "alicf", 1)).unwrap();
+    assert_eq!(verify(&copy).status.code(), Some(1));
+
+    // a plain key (no certificate) is refused
+    let o = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(d.join("ssh_config"))
+        .args(["-o", "CertificateFile=/dev/null", "-i"])
+        .arg(d.join("users/alice"))
+        .args(["-o", "IdentitiesOnly=yes"])
+        .arg("nobody@jitsh")
+        .arg("whoami")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+
+    // unwritable audit sink → commands refused (fail closed)
+    std::fs::remove_file(&audit).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &audit).unwrap();
+    let before = execs_in_kube_audit(d).len();
+    let o = ssh(d, "alice", "payments/api-0 -- ps aux", b"");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("audit log cannot be written"));
+    assert_eq!(execs_in_kube_audit(d).len(), before);
+}
