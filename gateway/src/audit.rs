@@ -154,10 +154,10 @@ pub fn redact(argv: &[String]) -> Vec<String> {
             if lower.starts_with("authorization:") {
                 return "Authorization: <redacted>".into();
             }
-            if let Some((k, _)) = a.split_once('=') {
-                if k.to_ascii_uppercase().contains("SECRET") {
-                    return format!("{k}=<redacted>");
-                }
+            if let Some((k, _)) = a.split_once('=')
+                && k.to_ascii_uppercase().contains("SECRET")
+            {
+                return format!("{k}=<redacted>");
             }
             a.clone()
         })

@@ -168,8 +168,10 @@ where
             let _ = w.shutdown().await;
         }));
     }
-    if let (Some(size), Some(mut rx)) = (tty, resize) {
-        if let Some(mut tx) = procs.first_mut().and_then(|p| p.terminal_size()) {
+    if let (Some(size), Some(mut rx)) = (tty, resize)
+        && let Some(mut tx) = procs.first_mut().and_then(|p| p.terminal_size())
+    {
+        {
             let _ = tx
                 .send(kube::api::TerminalSize {
                     width: size.cols,

@@ -391,11 +391,7 @@ async fn run_command(
     let pump = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {
-                ChannelMsg::Data { data } => {
-                    if stdin_w.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                ChannelMsg::Data { data } if stdin_w.write_all(&data).await.is_err() => break,
                 ChannelMsg::Eof => break,
                 _ => {}
             }
