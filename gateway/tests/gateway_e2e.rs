@@ -212,3 +212,80 @@ fn dev_gateway_end_to_end() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("audit log cannot be written"));
     assert_eq!(execs_in_kube_audit(d).len(), before);
 }
+
+fn sign(dir: &Path, name: &str, validity: &str) -> PathBuf {
+    let key = dir.join(format!("{name}-key"));
+    let _ = std::fs::remove_file(&key);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(dir.join("user_ca"))
+        .args(["-I", "alice", "-n", "alice", "-V", validity])
+        .args(["-O", "extension:groups@jitsh.dev=oncall-payments"])
+        .arg(dir.join(format!("{name}-key.pub")))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    key
+}
+
+fn ssh_with(dir: &Path, key: &Path, cmd: &str) -> Output {
+    // Only the `Host jitsh` block: the `Match user alice` block would add alice's dev certificate.
+    let full = std::fs::read_to_string(dir.join("ssh_config")).unwrap();
+    let host_only = full.split("\nMatch ").next().unwrap();
+    let cfg = dir.join("ssh_config.host-only");
+    std::fs::write(&cfg, host_only).unwrap();
+    Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .arg("-i")
+        .arg(key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}-cert.pub", key.display()))
+        .arg("alice@jitsh")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn certificate_lifetimes() {
+    let dev = start();
+    let d = &dev.dir;
+    // a fresh certificate from ssh-keygen works (positive control for the cases below)
+    let good = sign(d, "good", "-1m:+10m");
+    let o = ssh_with(d, &good, "whoami");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // a plain key (no certificate) for the same user is refused
+    let plain = d.join("plain-key");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&plain)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = ssh_with(d, &plain, "whoami");
+    assert_eq!(o.status.code(), Some(255));
+    // an expired certificate is refused
+    let expired = sign(d, "expired", "-10m:-2m");
+    let o = ssh_with(d, &expired, "whoami");
+    assert_eq!(o.status.code(), Some(255));
+    // a certificate expiring during `sleep 60` ends the command with the reason
+    let short = sign(d, "short", "-1m:+5s");
+    let o = ssh_with(d, &short, "payments/api-0 -- sleep 60");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("certificate expired"));
+}
