@@ -13,6 +13,6 @@ pub use command_line::{
 pub use lint::{Finding, lint};
 pub use pattern::{Pattern, normalize_path};
 pub use policy::{
-    Action, Approval, BreakGlass, Decision, Effect, Limits, Mode, Permit, Policy, PolicyError,
-    PolicyErrors, Request, Rule, Subject, Target,
+    Action, Approval, BreakGlass, Decision, Effect, Grant, Limits, Mode, Permit, Policy,
+    PolicyError, PolicyErrors, Request, Rule, Subject, Target,
 };

@@ -11,6 +11,9 @@ use serde_saphyr::Spanned;
 use crate::command_line::CommandLine;
 use crate::pattern::{PathGlob, Pattern, normalize_path, path_glob, program_name};
 
+mod grants;
+pub use grants::Grant;
+
 /// One policy error with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {

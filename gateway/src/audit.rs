@@ -19,7 +19,8 @@ pub struct AuditError {
 /// An append-only, hash-chained audit file.
 #[derive(Debug)]
 pub struct AuditLog {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    stdout: bool,
     prev: Mutex<String>,
 }
 
@@ -28,6 +29,18 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 impl AuditLog {
     /// Opens (creating if needed) the audit file, continuing the chain from its last event.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::with_sinks(Some(path), false)
+    }
+
+    /// Opens the configured sinks: a file (continuing its chain) and/or standard output.
+    pub fn with_sinks(path: Option<&Path>, stdout: bool) -> Result<Self, AuditError> {
+        let Some(path) = path else {
+            return Ok(AuditLog {
+                path: None,
+                stdout,
+                prev: Mutex::new(GENESIS.to_owned()),
+            });
+        };
         let err = |source| AuditError {
             path: path.display().to_string(),
             source,
@@ -47,7 +60,8 @@ impl AuditLog {
             })
             .unwrap_or_else(|| GENESIS.to_owned());
         Ok(AuditLog {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
+            stdout,
             prev: Mutex::new(prev),
         })
     }
@@ -56,7 +70,10 @@ impl AuditLog {
     /// before returning. The file is opened per event, so a sink that became unwritable fails here.
     pub fn record(&self, kind: &str, fields: Value) -> Result<(), AuditError> {
         let err = |source| AuditError {
-            path: self.path.display().to_string(),
+            path: self
+                .path
+                .as_ref()
+                .map_or_else(|| "stdout".into(), |p| p.display().to_string()),
             source,
         };
         let mut map = match fields {
@@ -82,14 +99,21 @@ impl AuditLog {
         map.insert("hash".into(), Value::String(hash.clone()));
         let mut line = Value::Object(map).to_string();
         line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
-        f.write_all(line.as_bytes()).map_err(err)?;
-        f.flush().map_err(err)?;
-        f.sync_data().map_err(err)?;
+        if let Some(path) = &self.path {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(err)?;
+            f.write_all(line.as_bytes()).map_err(err)?;
+            f.flush().map_err(err)?;
+            f.sync_data().map_err(err)?;
+        }
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes()).map_err(err)?;
+            out.flush().map_err(err)?;
+        }
         *prev = hash;
         Ok(())
     }
@@ -141,27 +165,60 @@ pub fn verify(text: &str) -> Result<usize, VerifyError> {
     Ok(n)
 }
 
-/// Redacts secrets in argv: `--password=`, `--token=`, `Authorization:`, `*_SECRET*=`.
-pub fn redact(argv: &[String]) -> Vec<String> {
-    argv.iter()
-        .map(|a| {
-            let lower = a.to_ascii_lowercase();
-            for p in ["--password=", "--token=", "token=", "password="] {
-                if lower.starts_with(p) {
-                    return format!("{}<redacted>", &a[..p.len()]);
-                }
-            }
-            if lower.starts_with("authorization:") {
-                return "Authorization: <redacted>".into();
-            }
-            if let Some((k, _)) = a.split_once('=')
-                && k.to_ascii_uppercase().contains("SECRET")
-            {
-                return format!("{k}=<redacted>");
-            }
-            a.clone()
-        })
-        .collect()
+/// Redacts secrets in argv by regular expressions: the first capture group of each match (or
+/// the whole match when the pattern has no group) becomes `<redacted>`.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    patterns: Vec<regex::Regex>,
+}
+
+/// The default redaction patterns: `--password=`, `--token=`, `password=`, `token=`,
+/// `Authorization:` and `*_SECRET*=` / `*SECRET*=` assignments.
+pub const DEFAULT_REDACTIONS: &[&str] = &[
+    r"(?i)^--?(?:password|passwd|token|secret|api-key)=(.+)$",
+    r"(?i)^(?:password|token)=(.+)$",
+    r"(?i)^authorization:\s*(.+)$",
+    r"(?i)^[a-z0-9_]*secret[a-z0-9_]*=(.+)$",
+    r"(?i)^(?:bearer|basic)\s+(.+)$",
+];
+
+impl Default for Redactor {
+    fn default() -> Self {
+        let patterns = DEFAULT_REDACTIONS
+            .iter()
+            .filter_map(|p| regex::Regex::new(p).ok())
+            .collect();
+        Redactor { patterns }
+    }
+}
+
+impl Redactor {
+    /// Compiles the patterns; on error, the index of the bad pattern and why.
+    pub fn new(patterns: &[String]) -> Result<Self, (usize, String)> {
+        let patterns = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| regex::Regex::new(p).map_err(|e| (i, e.to_string().replace('\n', " "))))
+            .collect::<Result<_, _>>()?;
+        Ok(Redactor { patterns })
+    }
+
+    /// Each argument with its secrets replaced.
+    pub fn redact(&self, argv: &[String]) -> Vec<String> {
+        argv.iter().map(|a| self.redact_one(a)).collect()
+    }
+
+    fn redact_one(&self, arg: &str) -> String {
+        let mut out = arg.to_owned();
+        for re in &self.patterns {
+            let Some(c) = re.captures(&out) else { continue };
+            let Some(m) = c.get(1).or_else(|| c.get(0)) else {
+                continue;
+            };
+            out = format!("{}<redacted>{}", &out[..m.start()], &out[m.end()..]);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -193,7 +250,7 @@ mod tests {
 
     #[test]
     fn redacts() {
-        let r = redact(&[
+        let r = Redactor::default().redact(&[
             "--password=hunter2".into(),
             "DB_SECRET_KEY=x".into(),
             "ls".into(),
@@ -202,5 +259,13 @@ mod tests {
             r,
             vec!["--password=<redacted>", "DB_SECRET_KEY=<redacted>", "ls"]
         );
+        let h = Redactor::default().redact(&["Authorization: Bearer abc".into()]);
+        assert_eq!(h, vec!["Authorization: <redacted>"]);
+        let custom = Redactor::new(&["^pin=(\\d+)$".into()]).unwrap();
+        assert_eq!(
+            custom.redact(&["pin=1234".into(), "--password=x".into()]),
+            vec!["pin=<redacted>", "--password=x"]
+        );
+        assert_eq!(Redactor::new(&["(".into()]).unwrap_err().0, 0);
     }
 }

@@ -12,9 +12,11 @@ use jitsh_certs::{
 };
 use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Redactor};
+use crate::config::LimitsConfig;
+use crate::daemon::{Prepared, Watched};
 use crate::exec::KubeAccess;
-use crate::server::{self, Gateway};
+use crate::server::{self, Gateway, Settings};
 
 /// The demo policy.
 pub const DEMO_POLICY: &str = include_str!("../../deploy/policy/demo.yaml");
@@ -110,27 +112,54 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         ),
     )?;
 
+    let policy_file = dir.join("policy.yaml");
+    std::fs::write(&policy_file, DEMO_POLICY)?;
     let policy = jitsh_broker_policy::Policy::from_yaml(DEMO_POLICY)
-        .map_err(|e| anyhow::anyhow!("demo policy: {e:?}"))?;
-    let gw = Arc::new(Gateway {
-        verifier: Verifier::new(VerifierConfig {
+        .map_err(|e| anyhow::anyhow!("demo policy: {e}"))?;
+    let limits = LimitsConfig::default();
+    let gateway = Arc::new(Gateway::new(
+        Verifier::new(VerifierConfig {
             trusted_cas: vec![user_ca.public_key().clone()],
             revocations: RevocationList::empty(),
             ..Default::default()
         }),
-        policy: arc_swap::ArcSwap::from_pointee(policy),
-        audit: AuditLog::open(&dir.join("audit.jsonl"))?,
-        kube: KubeAccess::new(kcfg),
-        default_namespace: "payments".into(),
-    });
-    let config = Arc::new(ssh_config_for(host_key, host_cert));
+        policy,
+        AuditLog::open(&dir.join("audit.jsonl"))?,
+        KubeAccess::new(kcfg),
+        Settings {
+            default_namespace: "payments".into(),
+            limits: limits.clone(),
+            recordings: Some(dir.join("recordings")),
+        },
+        Redactor::default(),
+    ));
+    let admin = crate::daemon::bind(SocketAddr::new(listen.ip(), 0), "admin").await?;
+    let admin_addr = admin.local_addr()?;
+    let prepared = Prepared {
+        gateway,
+        ssh: Arc::new(server::ssh_config(host_key, Some(host_cert), &limits)),
+        listener,
+        admin: Some(admin),
+        watched: Watched {
+            policy: Some(policy_file.clone()),
+            revocations: None,
+            interval: Duration::from_secs(1),
+        },
+    };
     let f = ssh_config.display();
     println!("jitsh dev gateway listening on {addr}");
     println!("  files in {}", dir.display());
+    println!("  admin on http://{admin_addr} (/metrics, /healthz, /readyz)");
+    println!(
+        "  policy {} (edit it: the gateway reloads it)",
+        policy_file.display()
+    );
     println!("try:");
     println!("  ssh -F {f} alice@jitsh payments/api-0 -- tail -n 5 /var/log/app.log");
     println!("  ssh -F {f} alice@jitsh payments/api-0 ps aux");
     println!("  ssh -F {f} alice@jitsh payments/api-0 -- rm -rf /      # denied");
+    println!("  ssh -F {f} alice@jitsh pods");
+    println!("  ssh -F {f} alice@jitsh logs payments/api-0 --tail 5");
     println!("  ssh -F {f} alice@jitsh whoami");
     println!(
         "  KUBECONFIG={} kubectl --context admin get pods -A",
@@ -138,31 +167,9 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     );
     println!("  jitsh audit verify {}", dir.join("audit.jsonl").display());
     println!("jitsh dev gateway ready");
-    let served = tokio::select! {
-        r = server::serve(listener, config, gw) => r.map_err(anyhow::Error::from),
-        _ = shutdown_signal() => Ok(()),
-    };
+    let served = crate::daemon::run(prepared).await;
     sim.shutdown().await;
     served
-}
-
-/// The russh server configuration: certificate auth only, the host certificate presented.
-pub fn ssh_config_for(
-    host_key: PrivateKey,
-    host_cert: russh::keys::Certificate,
-) -> russh::server::Config {
-    let mut methods = russh::MethodSet::empty();
-    methods.push(russh::MethodKind::PublicKey);
-    russh::server::Config {
-        methods,
-        auth_rejection_time: Duration::from_millis(300),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![host_key],
-        certificates: vec![host_cert],
-        inactivity_timeout: Some(Duration::from_secs(15 * 60)),
-        max_auth_attempts: 6,
-        ..Default::default()
-    }
 }
 
 fn write_private(p: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
@@ -177,15 +184,4 @@ fn write_private(p: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
         .open(p)?;
     f.write_all(bytes)?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

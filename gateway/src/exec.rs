@@ -38,6 +38,13 @@ impl KubeAccess {
         KubeAccess { base }
     }
 
+    /// Asks the API server for its version as the gateway itself (readiness).
+    pub async fn ping(&self) -> Result<String, KubeError> {
+        let c = kube::Client::try_from(self.base.clone()).map_err(kube_err)?;
+        let v = c.apiserver_version().await.map_err(kube_err)?;
+        Ok(v.git_version)
+    }
+
     /// A client impersonating `id`, sending `Audit-ID: audit_id` on every request.
     pub fn client_as(
         &self,
@@ -109,6 +116,76 @@ pub async fn resolve(
         container: chosen,
         labels: p.metadata.labels.unwrap_or_default(),
     })
+}
+
+/// Lists pods in `namespace` as the client's user: name, phase, containers.
+pub async fn list_pods(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<(String, String, Vec<String>)>, KubeError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(kube_err)?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|p| {
+            let name = p.metadata.name.unwrap_or_default();
+            let phase = p
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_else(|| "Unknown".into());
+            let containers = p
+                .spec
+                .map(|s| s.containers.into_iter().map(|c| c.name).collect())
+                .unwrap_or_default();
+            (name, phase, containers)
+        })
+        .collect())
+}
+
+/// Streams a container's log (pods/log as the client's user) into `out`; returns bytes copied.
+pub async fn stream_logs<O>(
+    client: &kube::Client,
+    target: &Resolved,
+    options: &crate::intent::LogOptions,
+    mut out: O,
+) -> Result<u64, KubeError>
+where
+    O: AsyncWrite + Unpin,
+{
+    use futures::AsyncReadExt as _;
+    let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
+    let lp = kube::api::LogParams {
+        container: Some(target.container.clone()),
+        follow: options.follow,
+        tail_lines: options.tail,
+        since_seconds: options.since_seconds,
+        previous: options.previous,
+        timestamps: options.timestamps,
+        ..Default::default()
+    };
+    let reader = api.log_stream(&target.pod, &lp).await.map_err(kube_err)?;
+    let mut reader = std::pin::pin!(reader);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| KubeError(format!("kubernetes: reading the log: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        total += n as u64;
+    }
+    let _ = out.flush().await;
+    Ok(total)
 }
 
 /// Terminal request of the SSH channel.

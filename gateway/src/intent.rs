@@ -18,6 +18,18 @@ pub enum Intent {
     Help,
     /// `whoami`.
     Whoami,
+    /// `pods [namespace]`.
+    Pods {
+        /// The namespace, when given.
+        namespace: Option<String>,
+    },
+    /// `logs TARGET [-f] [--tail N] [--since D] [--previous] [--timestamps]`.
+    Logs {
+        /// Where.
+        target: TargetSpec,
+        /// What to read.
+        options: LogOptions,
+    },
     /// Run the command line (unparsed text after the target and an optional `--`) in the target.
     Exec {
         /// Where.
@@ -25,6 +37,21 @@ pub enum Intent {
         /// The command line text, parsed by broker-policy.
         line: String,
     },
+}
+
+/// Options of the `logs` word (those of `kubectl logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// `-f`: keep streaming.
+    pub follow: bool,
+    /// `--tail N`: the last N lines.
+    pub tail: Option<i64>,
+    /// `--since D`: only lines newer than D (e.g. `10m`).
+    pub since_seconds: Option<i64>,
+    /// `--previous`: the previous container instance.
+    pub previous: bool,
+    /// `--timestamps`.
+    pub timestamps: bool,
 }
 
 /// Why the exec string could not be understood.
@@ -43,6 +70,17 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
         "" => return Err(IntentError("no command given; try 'help'".into())),
         "help" => return Ok(Intent::Help),
         "whoami" => return Ok(Intent::Whoami),
+        "pods" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            return match words.as_slice() {
+                [] => Ok(Intent::Pods { namespace: None }),
+                [ns] if is_dns_label(ns) => Ok(Intent::Pods {
+                    namespace: Some((*ns).to_owned()),
+                }),
+                _ => Err(IntentError("usage: pods [namespace]".into())),
+            };
+        }
+        "logs" => return parse_logs(rest),
         _ => {}
     }
     let target = parse_target(first)?;
@@ -61,15 +99,68 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
     })
 }
 
+const LOGS_USAGE: &str = "usage: logs [namespace/]pod[/container] [-f] [--tail N] [--since DURATION] [--previous] [--timestamps]";
+
+fn parse_logs(rest: &str) -> Result<Intent, IntentError> {
+    let mut words = rest.split_whitespace();
+    let Some(t) = words.next() else {
+        return Err(IntentError(LOGS_USAGE.into()));
+    };
+    let target = parse_target(t)?;
+    let mut options = LogOptions::default();
+    while let Some(w) = words.next() {
+        let (flag, inline) = match w.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (w, None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .map(str::to_owned)
+                .or_else(|| words.next().map(str::to_owned))
+                .ok_or_else(|| IntentError(format!("logs: {name} needs a value; {LOGS_USAGE}")))
+        };
+        match flag {
+            "-f" | "--follow" => options.follow = true,
+            "--previous" | "-p" => options.previous = true,
+            "--timestamps" => options.timestamps = true,
+            "--tail" => {
+                let v = value("--tail")?;
+                let n: i64 = v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    IntentError(format!("logs: --tail wants a number of lines, not '{v}'"))
+                })?;
+                options.tail = Some(n);
+            }
+            "--since" => {
+                let v = value("--since")?;
+                let d = humantime::parse_duration(&v).map_err(|_| {
+                    IntentError(format!(
+                        "logs: --since wants a duration like 10m, not '{v}'"
+                    ))
+                })?;
+                options.since_seconds = Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1));
+            }
+            other => {
+                return Err(IntentError(format!(
+                    "logs: unknown option '{other}'; {LOGS_USAGE}"
+                )));
+            }
+        }
+    }
+    Ok(Intent::Logs { target, options })
+}
+
+/// Whether `s` is a valid Kubernetes name (lowercase DNS subdomain).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !s.starts_with(['-', '.'])
+}
+
 fn parse_target(s: &str) -> Result<TargetSpec, IntentError> {
     let parts: Vec<&str> = s.split('/').collect();
-    let valid = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    };
-    if parts.iter().any(|p| !valid(p)) || parts.len() > 3 {
+    if parts.iter().any(|p| !is_dns_label(p)) || parts.len() > 3 {
         return Err(IntentError(format!(
             "'{s}' is neither a gateway word nor [namespace/]pod[/container]; try 'help'"
         )));
@@ -114,5 +205,25 @@ mod tests {
         assert_eq!(parse("help").unwrap(), Intent::Help);
         assert!(parse("Bad!Pod ls").is_err());
         assert!(parse("payments/api-0").is_err());
+        assert_eq!(parse("pods").unwrap(), Intent::Pods { namespace: None });
+        assert_eq!(
+            parse("pods payments").unwrap(),
+            Intent::Pods {
+                namespace: Some("payments".into())
+            }
+        );
+        assert!(parse("pods a b").is_err());
+        let Intent::Logs { target, options } =
+            parse("logs payments/api-0 -f --tail 20 --since=10m --timestamps").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(target.pod, "api-0");
+        assert!(options.follow && options.timestamps && !options.previous);
+        assert_eq!(options.tail, Some(20));
+        assert_eq!(options.since_seconds, Some(600));
+        assert!(parse("logs payments/api-0 --tail x").is_err());
+        assert!(parse("logs payments/api-0 --bogus").is_err());
+        assert!(parse("logs").is_err());
     }
 }

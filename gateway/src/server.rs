@@ -1,50 +1,338 @@
-//! The russh server: certificate-only auth through the certs verifier, exec requests parsed,
-//! decided by broker-policy, audited, and run through [`crate::exec`].
+//! The russh server: certificate-only auth through the certs verifier, connection and session
+//! limits, exec requests parsed, decided by broker-policy, audited, and run through
+//! [`crate::exec`]; sessions end at the certificate's expiry, the policy's maximum, the idle
+//! timeout or shutdown, each with a reason on the terminal.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use jitsh_broker_policy::{Action, Decision, Mode, Policy, Request, Subject, Target};
 use jitsh_certs::{Presented, VerifiedIdentity, Verifier};
+use prometheus_client::metrics::counter::Counter;
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditLog, redact};
+use crate::admin::{Metrics, label};
+use crate::audit::{AuditLog, Redactor};
+use crate::config::LimitsConfig;
 use crate::exec::{self, KubeAccess, Tty};
-use crate::intent::{self, Intent};
+use crate::intent::{self, Intent, TargetSpec};
 
 /// Exit status of a command the policy denied.
 pub const DENIED_STATUS: u32 = 126;
+/// Exit status of a session the gateway ended (certificate expiry, limits, idle, shutdown).
+pub const ENDED_STATUS: u32 = 255;
+
+/// Settings that do not change while the gateway runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace when the target names none.
+    pub default_namespace: String,
+    /// Limits and timeouts.
+    pub limits: LimitsConfig,
+    /// Where recordings go.
+    pub recordings: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Tracking {
+    conns_by_ip: HashMap<IpAddr, usize>,
+    failures_by_ip: HashMap<IpAddr, VecDeque<Instant>>,
+    sessions: usize,
+    sessions_by_user: HashMap<String, usize>,
+}
 
 /// Everything a connection needs.
 #[derive(Debug)]
 pub struct Gateway {
-    /// Certificate verifier.
-    pub verifier: Verifier,
-    /// The policy (hot-swappable).
+    /// Certificate verifier (swapped when the revocation file changes).
+    pub verifier: arc_swap::ArcSwap<Verifier>,
+    /// The policy (swapped when the policy file changes).
     pub policy: arc_swap::ArcSwap<Policy>,
     /// Audit log.
     pub audit: AuditLog,
     /// Kubernetes access.
     pub kube: KubeAccess,
-    /// Namespace when the target names none.
-    pub default_namespace: String,
+    /// Settings.
+    pub settings: Settings,
+    /// Argv redaction for audit events.
+    pub redactor: Redactor,
+    /// Metrics.
+    pub metrics: Metrics,
+    track: Mutex<Tracking>,
+    drained: tokio::sync::Notify,
+    stopping: CancellationToken,
+    kill: CancellationToken,
 }
 
-/// Accepts connections forever.
+impl Gateway {
+    /// A gateway with nothing running.
+    pub fn new(
+        verifier: Verifier,
+        policy: Policy,
+        audit: AuditLog,
+        kube: KubeAccess,
+        settings: Settings,
+        redactor: Redactor,
+    ) -> Self {
+        Gateway {
+            verifier: arc_swap::ArcSwap::from_pointee(verifier),
+            policy: arc_swap::ArcSwap::from_pointee(policy),
+            audit,
+            kube,
+            settings,
+            redactor,
+            metrics: Metrics::default(),
+            track: Mutex::new(Tracking::default()),
+            drained: tokio::sync::Notify::new(),
+            stopping: CancellationToken::new(),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    fn tracking(&self) -> std::sync::MutexGuard<'_, Tracking> {
+        self.track
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admits a new connection from `ip`, or says why not.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, &'static str> {
+        let l = &self.settings.limits;
+        let mut t = self.tracking();
+        if let Some(f) = t.failures_by_ip.get_mut(&ip) {
+            let window = l.auth_failure_window;
+            while f.front().is_some_and(|at| at.elapsed() > window) {
+                f.pop_front();
+            }
+            if f.len() >= l.max_auth_failures_per_ip {
+                return Err("auth-failures");
+            }
+        }
+        let n = t.conns_by_ip.entry(ip).or_default();
+        if *n >= l.max_connections_per_ip {
+            return Err("connections-per-ip");
+        }
+        *n += 1;
+        Ok(ConnGuard {
+            gw: self.clone(),
+            ip,
+        })
+    }
+
+    fn auth_failed(&self, ip: IpAddr, code: &str) {
+        self.metrics
+            .auth_failures
+            .get_or_create(&label("reason", code))
+            .inc();
+        let mut t = self.tracking();
+        let f = t.failures_by_ip.entry(ip).or_default();
+        f.push_back(Instant::now());
+        while f.len() > self.settings.limits.max_auth_failures_per_ip {
+            f.pop_front();
+        }
+    }
+
+    /// Opens a session slot for `user`, or says why not.
+    fn open_session(self: &Arc<Self>, user: &str) -> Result<SessionGuard, String> {
+        if self.shutting_down() {
+            return Err("refused: the gateway is shutting down".into());
+        }
+        let l = &self.settings.limits;
+        let mut t = self.tracking();
+        if t.sessions >= l.max_sessions {
+            return Err(format!(
+                "refused: the gateway is at its limit of {} sessions; try again shortly",
+                l.max_sessions
+            ));
+        }
+        let mine = t.sessions_by_user.entry(user.to_owned()).or_default();
+        if *mine >= l.max_sessions_per_user {
+            return Err(format!(
+                "refused: you already have {} sessions open (the limit per user)",
+                l.max_sessions_per_user
+            ));
+        }
+        *mine += 1;
+        t.sessions += 1;
+        self.metrics.active_sessions.inc();
+        Ok(SessionGuard {
+            gw: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            let n = self.drained.notified();
+            if self.tracking().sessions == 0 {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    fn record(&self, kind: &str, fields: serde_json::Value) {
+        if let Err(e) = self.audit.record(kind, fields) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+struct ConnGuard {
+    gw: Arc<Gateway>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut t = self.gw.tracking();
+        if let Some(n) = t.conns_by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.conns_by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+struct SessionGuard {
+    gw: Arc<Gateway>,
+    user: String,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        {
+            let mut t = self.gw.tracking();
+            t.sessions = t.sessions.saturating_sub(1);
+            if let Some(n) = t.sessions_by_user.get_mut(&self.user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    t.sessions_by_user.remove(&self.user);
+                }
+            }
+        }
+        self.gw.metrics.active_sessions.dec();
+        self.gw.drained.notify_waiters();
+    }
+}
+
+/// The russh server configuration: modern algorithms only, certificate auth only, the host
+/// certificate presented.
+pub fn ssh_config(
+    host_key: russh::keys::PrivateKey,
+    host_certificate: Option<Certificate>,
+    limits: &LimitsConfig,
+) -> russh::server::Config {
+    use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
+    use std::borrow::Cow;
+    let mut methods = russh::MethodSet::empty();
+    methods.push(russh::MethodKind::PublicKey);
+    let preferred = russh::Preferred {
+        kex: Cow::Borrowed(&[
+            russh::kex::MLKEM768X25519_SHA256,
+            russh::kex::CURVE25519,
+            russh::kex::CURVE25519_PRE_RFC_8731,
+            russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+            russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        key: Cow::Borrowed(&[
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ]),
+        cipher: Cow::Borrowed(&[
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_GCM,
+            russh::cipher::AES_128_GCM,
+        ]),
+        mac: Cow::Borrowed(&[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM]),
+        compression: Cow::Borrowed(&[russh::compression::NONE]),
+        ..russh::Preferred::DEFAULT
+    };
+    russh::server::Config {
+        methods,
+        preferred,
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        certificates: host_certificate.into_iter().collect(),
+        // A backstop: sessions end on the gateway's own idle timer, with a message, first.
+        inactivity_timeout: Some(limits.idle_timeout + Duration::from_secs(60)),
+        max_auth_attempts: 6,
+        window_size: 8 * 1024 * 1024,
+        maximum_packet_size: 64 * 1024,
+        channel_buffer_size: 256,
+        ..Default::default()
+    }
+}
+
+/// Accepts connections until `shutdown` resolves; then stops accepting, lets running sessions
+/// finish for the configured grace period, ends the rest with a message, and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Arc<russh::server::Config>,
     gw: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the sessions we have.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let guard = match gw.admit(peer.ip()) {
+            Ok(g) => g,
+            Err(reason) => {
+                gw.metrics
+                    .connections_refused
+                    .get_or_create(&label("reason", reason))
+                    .inc();
+                tracing::info!(%peer, reason, "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
+        gw.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
+        let authed = Arc::new(AtomicBool::new(false));
         let handler = Conn {
             gw: gw.clone(),
             peer,
@@ -53,17 +341,65 @@ pub async fn serve(
             ptys: HashMap::new(),
             resize: HashMap::new(),
             session_id: new_id(),
+            authed: authed.clone(),
         };
         let config = config.clone();
+        let pre_auth = gw.settings.limits.pre_auth_timeout;
         tokio::spawn(async move {
-            match russh::server::run_stream(config, stream, handler).await {
-                Ok(s) => {
-                    let _ = s.await;
+            let _guard = guard;
+            let running = match tokio::time::timeout(
+                pre_auth,
+                russh::server::run_stream(config, stream, handler),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "handshake failed: {e}");
+                    return;
                 }
-                Err(e) => tracing::debug!(%peer, "handshake failed: {e}"),
+                Err(_) => {
+                    tracing::debug!(%peer, "no SSH identification within the pre-auth timeout");
+                    return;
+                }
+            };
+            let handle = running.handle();
+            tokio::pin!(running);
+            let deadline = tokio::time::sleep(pre_auth);
+            tokio::pin!(deadline);
+            tokio::select! {
+                _ = &mut running => {}
+                () = &mut deadline => {
+                    if authed.load(Ordering::Relaxed) {
+                        let _ = running.await;
+                    } else {
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "authentication took too long".into(),
+                                String::new(),
+                            )
+                            .await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                    }
+                }
             }
         });
     }
+    drop(listener);
+    gw.stopping.cancel();
+    let grace = gw.settings.limits.shutdown_grace;
+    gw.record(
+        "gateway.stopping",
+        json!({"active_sessions": gw.tracking().sessions, "grace_seconds": grace.as_secs()}),
+    );
+    let finished = tokio::time::timeout(grace, gw.wait_drained()).await.is_ok();
+    gw.kill.cancel();
+    if !finished {
+        let _ = tokio::time::timeout(Duration::from_secs(3), gw.wait_drained()).await;
+    }
+    gw.record("gateway.stopped", json!({"sessions_cut": !finished}));
+    Ok(())
 }
 
 fn new_id() -> String {
@@ -79,6 +415,7 @@ struct Conn {
     ptys: HashMap<ChannelId, Tty>,
     resize: HashMap<ChannelId, tokio::sync::mpsc::Sender<Tty>>,
     session_id: String,
+    authed: Arc<AtomicBool>,
 }
 
 impl russh::server::Handler for Conn {
@@ -89,9 +426,10 @@ impl russh::server::Handler for Conn {
         user: &str,
         _key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let _ = self.gw.audit.record(
+        self.gw.auth_failed(self.peer.ip(), "plain-key");
+        self.gw.record(
             "auth.rejected",
-            json!({"session": self.session_id, "user": user, "source": self.peer.to_string(), "reason": "plain public keys are not accepted; a certificate is required"}),
+            json!({"session": self.session_id, "user": user, "source": self.peer.to_string(), "reason": "plain public keys are not accepted; a certificate is required", "code": "plain-key"}),
         );
         Ok(Auth::reject())
     }
@@ -108,22 +446,21 @@ impl russh::server::Handler for Conn {
             proven_key: certificate.public_key(),
             now: SystemTime::now(),
         };
-        match self.gw.verifier.verify(&presented) {
+        match self.gw.verifier.load().verify(&presented) {
             Ok(id) => {
-                let ok = self.gw.audit.record(
+                // A failure here is reported when a command is attempted (fail closed then).
+                self.gw.record(
                     "auth.accepted",
                     json!({"session": self.session_id, "user": user, "identity": id.identity(), "groups": id.groups(), "serial": id.serial(), "key_id": id.key_id(), "source": self.peer.to_string()}),
                 );
-                if let Err(e) = ok {
-                    // Commands are refused later with a message the user sees (fail closed).
-                    tracing::error!("{e}");
-                }
                 self.identity = Some(Arc::new(id));
+                self.authed.store(true, Ordering::Relaxed);
                 Ok(Auth::Accept)
             }
             Err(r) => {
                 tracing::info!(peer = %self.peer, user, "certificate rejected: {r}");
-                let _ = self.gw.audit.record(
+                self.gw.auth_failed(self.peer.ip(), r.code());
+                self.gw.record(
                     "auth.rejected",
                     json!({"session": self.session_id, "user": user, "source": self.peer.to_string(), "reason": r.to_string(), "code": r.code()}),
                 );
@@ -155,13 +492,7 @@ impl russh::server::Handler for Conn {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.ptys.insert(
-            channel,
-            Tty {
-                cols: u16::try_from(col_width).unwrap_or(u16::MAX),
-                rows: u16::try_from(row_height).unwrap_or(u16::MAX),
-            },
-        );
+        self.ptys.insert(channel, tty(col_width, row_height));
         session.channel_success(channel)?;
         Ok(())
     }
@@ -176,10 +507,7 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(tx) = self.resize.get(&channel) {
-            let _ = tx.try_send(Tty {
-                cols: u16::try_from(col_width).unwrap_or(u16::MAX),
-                rows: u16::try_from(row_height).unwrap_or(u16::MAX),
-            });
+            let _ = tx.try_send(tty(col_width, row_height));
         }
         Ok(())
     }
@@ -204,9 +532,9 @@ impl russh::server::Handler for Conn {
         if let Some(ch) = self.channels.remove(&channel) {
             tokio::spawn(async move {
                 let _ = ch
-                    .extended_data_bytes(1, "jitsh: interactive sessions are not supported yet; give a command, e.g. 'ssh jitsh help'\r\n")
+                    .extended_data_bytes(1, "jitsh: give a target and a command, e.g. 'ssh jitsh payments/api-0 -- ps aux', or 'ssh jitsh help'\r\n")
                     .await;
-                let _ = ch.exit_status(1).await;
+                let _ = ch.exit_status(2).await;
                 let _ = ch.eof().await;
                 let _ = ch.close().await;
             });
@@ -228,31 +556,55 @@ impl russh::server::Handler for Conn {
         let tty = self.ptys.get(&channel).copied();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         self.resize.insert(channel, tx);
-        let text = String::from_utf8_lossy(data).into_owned();
+        let text = std::str::from_utf8(data)
+            .map(str::to_owned)
+            .map_err(|e| e.valid_up_to());
         let gw = self.gw.clone();
         let sid = self.session_id.clone();
         let peer = self.peer;
         tokio::spawn(async move {
-            let deadline = id.valid_before();
             let (read, write) = ch.split();
-            let run = run_command(&gw, &id, &sid, peer, &text, tty, rx, read, &write);
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            let code = match tokio::time::timeout(left, run).await {
-                Ok(c) => c,
-                Err(_) => {
-                    let _ = write
-                        .extended_data_bytes(
-                            1,
-                            "\r\njitsh: session closed: your certificate expired\r\n",
-                        )
-                        .await;
-                    let _ = gw.audit.record(
-                        "session.end",
-                        json!({"session": sid, "identity": id.identity(), "reason": "certificate expired"}),
-                    );
-                    255
+            let code = match gw.open_session(id.username()) {
+                Err(msg) => {
+                    say(&write, &msg).await;
+                    1
+                }
+                Ok(_slot) => {
+                    let clock = Arc::new(Clock::new(&gw, &id));
+                    let ctx = Ctx {
+                        gw: &gw,
+                        id: &id,
+                        sid: &sid,
+                        peer,
+                        write: &write,
+                        clock: &clock,
+                    };
+                    let run = async {
+                        match &text {
+                            Ok(t) => run_command(&ctx, t, tty, rx, read).await,
+                            Err(at) => {
+                                say(
+                                    &write,
+                                    &format!("refused: the command line is not UTF-8 (byte {at})"),
+                                )
+                                .await;
+                                2
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        code = run => code,
+                        reason = clock.expired(&gw) => {
+                            let _ = write
+                                .extended_data_bytes(1, format!("\r\njitsh: session closed: {reason}\r\n"))
+                                .await;
+                            gw.record(
+                                "session.end",
+                                json!({"session": sid, "identity": id.identity(), "user": id.username(), "reason": reason}),
+                            );
+                            ENDED_STATUS
+                        }
+                    }
                 }
             };
             let _ = write.exit_status(code).await;
@@ -263,164 +615,572 @@ impl russh::server::Handler for Conn {
     }
 }
 
+fn tty(cols: u32, rows: u32) -> Tty {
+    Tty {
+        cols: u16::try_from(cols).unwrap_or(u16::MAX),
+        rows: u16::try_from(rows).unwrap_or(u16::MAX),
+    }
+}
+
+/// When a session must end: the certificate's expiry, the policy's maximum, the idle timeout.
+struct Clock {
+    started: Instant,
+    /// Milliseconds since `started` of the last byte in either direction.
+    last_activity: AtomicU64,
+    limits: Mutex<(Instant, &'static str, Duration)>,
+    changed: tokio::sync::Notify,
+}
+
+impl Clock {
+    fn new(gw: &Gateway, id: &VerifiedIdentity) -> Self {
+        let now = Instant::now();
+        let left = id
+            .valid_before()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        Clock {
+            started: now,
+            last_activity: AtomicU64::new(0),
+            limits: Mutex::new((
+                now + left,
+                "your certificate expired",
+                gw.settings.limits.idle_timeout,
+            )),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    /// Applies the policy's limits (only ever shortens).
+    fn tighten(&self, max_session: Duration, idle: Duration) {
+        let mut l = self
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let end = self.started + max_session;
+        if end < l.0 {
+            l.0 = end;
+            l.1 = "the policy's maximum session length was reached";
+        }
+        l.2 = l.2.min(idle);
+        drop(l);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves with the reason when the session must end.
+    async fn expired(&self, gw: &Gateway) -> String {
+        loop {
+            let changed = self.changed.notified();
+            let (end, why, idle) = *self
+                .limits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let last =
+                self.started + Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+            let now = Instant::now();
+            if now >= end {
+                return why.to_owned();
+            }
+            if now >= last + idle {
+                return format!("idle for {}", humantime::format_duration(idle));
+            }
+            let wake = end.min(last + idle);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.into()) => {}
+                () = changed => {}
+                () = gw.kill.cancelled() => return "the gateway is shutting down".into(),
+            }
+        }
+    }
+}
+
+/// A writer that counts bytes and marks activity.
+struct Counted<W> {
+    inner: W,
+    clock: Arc<Clock>,
+    bytes: Counter,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.clock.touch();
+            self.bytes.inc_by(n as u64);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+struct Ctx<'a> {
+    gw: &'a Arc<Gateway>,
+    id: &'a VerifiedIdentity,
+    sid: &'a str,
+    peer: SocketAddr,
+    write: &'a russh::ChannelWriteHalf<Msg>,
+    clock: &'a Arc<Clock>,
+}
+
+impl Ctx<'_> {
+    fn subject(&self) -> Subject {
+        Subject {
+            user: self.id.username().to_owned(),
+            groups: self.id.groups().to_vec(),
+        }
+    }
+    fn base_event(&self, cid: &str) -> serde_json::Value {
+        json!({"session": self.sid, "command": cid, "identity": self.id.identity(), "user": self.id.username(), "groups": self.id.groups(), "serial": self.id.serial(), "key_id": self.id.key_id(), "source": self.peer.to_string()})
+    }
+    fn out(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
+        Counted {
+            inner: self.write.make_writer(),
+            clock: self.clock.clone(),
+            bytes: self
+                .gw
+                .metrics
+                .bytes
+                .get_or_create(&label("direction", "out"))
+                .clone(),
+        }
+    }
+    fn err(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
+        Counted {
+            inner: self.write.make_writer_ext(Some(1)),
+            clock: self.clock.clone(),
+            bytes: self
+                .gw
+                .metrics
+                .bytes
+                .get_or_create(&label("direction", "out"))
+                .clone(),
+        }
+    }
+    async fn print(&self, text: &str) {
+        let _ = self.write.data_bytes(text.as_bytes().to_vec()).await;
+    }
+    /// A client as the user, and the target resolved through it (one line on failure).
+    async fn resolve(
+        &self,
+        cid: &str,
+        target: &TargetSpec,
+    ) -> Result<(kube::Client, exec::Resolved), String> {
+        let namespace = target
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.gw.settings.default_namespace.clone());
+        let client = self
+            .gw
+            .kube
+            .client_as(self.id, cid)
+            .map_err(|e| e.to_string())?;
+        let resolved = exec::resolve(
+            &client,
+            &namespace,
+            &target.pod,
+            target.container.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok((client, resolved))
+    }
+}
+
+fn target_of(r: &exec::Resolved) -> Target {
+    Target {
+        namespace: r.namespace.clone(),
+        pod: r.pod.clone(),
+        labels: r.labels.clone(),
+        container: r.container.clone(),
+    }
+}
+
 async fn say(write: &russh::ChannelWriteHalf<Msg>, line: &str) {
     let _ = write
         .extended_data_bytes(1, format!("jitsh: {line}\r\n"))
         .await;
 }
 
-#[allow(clippy::too_many_arguments)]
+const HELP: &str = "\
+jitsh — run policy-checked commands in Kubernetes pods as yourself.
+
+  ssh USER@GATEWAY [namespace/]pod[/container] [--] COMMAND...   run one command
+  ssh USER@GATEWAY pods [namespace]                              pods you can reach
+  ssh USER@GATEWAY logs [namespace/]pod[/container] [-f] [--tail N] [--since 10m] [--previous] [--timestamps]
+  ssh USER@GATEWAY whoami                                        identity, certificate, grants
+  ssh USER@GATEWAY help                                          this text
+
+Command lines are parsed, not passed to a shell: quoting works, but ; & | > < $ ` and globs are
+refused unless the policy allows pipelines. A denied command exits with status 126.
+";
+
 async fn run_command(
-    gw: &Gateway,
-    id: &VerifiedIdentity,
-    sid: &str,
-    peer: SocketAddr,
+    ctx: &Ctx<'_>,
     text: &str,
     tty: Option<Tty>,
     resize: tokio::sync::mpsc::Receiver<Tty>,
-    mut read: russh::ChannelReadHalf,
-    write: &russh::ChannelWriteHalf<Msg>,
+    read: russh::ChannelReadHalf,
 ) -> u32 {
     let cid = new_id();
     let intent = match intent::parse(text) {
         Ok(i) => i,
         Err(e) => {
-            say(write, &e.to_string()).await;
+            say(ctx.write, &e.to_string()).await;
             return 2;
         }
     };
-    let subject = Subject {
-        user: id.username().to_owned(),
-        groups: id.groups().to_vec(),
-    };
-    let (target, line) = match intent {
+    match intent {
         Intent::Help => {
-            say(write, "usage: ssh USER@jitsh [namespace/]pod[/container] [--] command...   |   whoami   |   help").await;
-            return 0;
+            ctx.print(HELP).await;
+            0
         }
-        Intent::Whoami => {
-            let until = humantime::format_rfc3339_seconds(id.valid_before());
-            let msg = format!(
-                "identity: {}\nuser: {}\ngroups: {}\ncertificate serial {} valid until {until}\n",
-                id.identity(),
-                id.username(),
-                id.groups().join(","),
-                id.serial()
-            );
-            let _ = write.data_bytes(msg.into_bytes()).await;
-            return 0;
+        Intent::Whoami => whoami(ctx).await,
+        Intent::Pods { namespace } => pods(ctx, &cid, namespace).await,
+        Intent::Logs { target, options } => logs(ctx, &cid, &target, &options).await,
+        Intent::Exec { target, line } => {
+            run_exec(ctx, &cid, &target, &line, tty, resize, read).await
         }
-        Intent::Exec { target, line } => (target, line),
+    }
+}
+
+async fn whoami(ctx: &Ctx<'_>) -> u32 {
+    let id = ctx.id;
+    let until = humantime::format_rfc3339_seconds(id.valid_before());
+    let mut msg = format!(
+        "identity: {}\nuser: {}\ngroups: {}\ncertificate: serial {}, key id {}, valid until {until}\n",
+        id.identity(),
+        id.username(),
+        id.groups().join(","),
+        id.serial(),
+        id.key_id(),
+    );
+    let grants = ctx.gw.policy.load().grants(&ctx.subject());
+    if grants.is_empty() {
+        msg.push_str("policy: grants you nothing\n");
+    }
+    for g in grants {
+        let modes: Vec<&str> = g.modes.iter().map(|m| m.as_str()).collect();
+        msg.push_str(&format!(
+            "policy rule {}: {} on namespace {}\n",
+            g.rule,
+            modes.join(", "),
+            g.namespaces.join(", ")
+        ));
+        if !g.commands.is_empty() {
+            msg.push_str(&format!("  commands: {}\n", g.commands.join(" | ")));
+        }
+        if !g.files.is_empty() {
+            msg.push_str(&format!("  files: {}\n", g.files.join(", ")));
+        }
+        if !g.ports.is_empty() {
+            let ports: Vec<String> = g.ports.iter().map(u16::to_string).collect();
+            msg.push_str(&format!("  ports: {}\n", ports.join(", ")));
+        }
+    }
+    ctx.print(&msg).await;
+    0
+}
+
+async fn pods(ctx: &Ctx<'_>, cid: &str, namespace: Option<String>) -> u32 {
+    let policy = ctx.gw.policy.load();
+    let subject = ctx.subject();
+    let namespaces: Vec<String> = match namespace {
+        Some(ns) => vec![ns],
+        None => {
+            let mut v: Vec<String> = policy
+                .grants(&subject)
+                .into_iter()
+                .flat_map(|g| g.namespaces)
+                .filter(|n| n != "*")
+                .collect();
+            v.sort();
+            v.dedup();
+            if v.is_empty() {
+                v.push(ctx.gw.settings.default_namespace.clone());
+            }
+            v
+        }
     };
-    let namespace = target
-        .namespace
-        .clone()
-        .unwrap_or_else(|| gw.default_namespace.clone());
-    let base = json!({"session": sid, "command": cid, "identity": id.identity(), "user": id.username(), "groups": id.groups(), "serial": id.serial(), "key_id": id.key_id(), "source": peer.to_string(), "namespace": namespace, "pod": target.pod});
-    let client = match gw.kube.client_as(id, &cid) {
+    let client = match ctx.gw.kube.client_as(ctx.id, cid) {
         Ok(c) => c,
         Err(e) => {
-            say(write, &e.to_string()).await;
+            say(ctx.write, &e.to_string()).await;
             return 1;
         }
     };
-    let resolved = match exec::resolve(
-        &client,
-        &namespace,
-        &target.pod,
-        target.container.as_deref(),
-    )
-    .await
+    let mut out = String::from("POD\tSTATUS\tCONTAINERS\tPOLICY\n");
+    let mut failures = 0;
+    for ns in &namespaces {
+        match exec::list_pods(&client, ns).await {
+            Ok(list) => {
+                for (pod, phase, containers) in list {
+                    let target = Target {
+                        namespace: ns.clone(),
+                        pod: pod.clone(),
+                        labels: Default::default(),
+                        container: containers.first().cloned().unwrap_or_default(),
+                    };
+                    let modes = granted_modes(&policy, &subject, &target);
+                    out.push_str(&format!(
+                        "{ns}/{pod}\t{phase}\t{}\t{}\n",
+                        containers.join(","),
+                        if modes.is_empty() {
+                            "-".into()
+                        } else {
+                            modes.join(",")
+                        }
+                    ));
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                say(ctx.write, &format!("namespace {ns}: {e}")).await;
+            }
+        }
+    }
+    ctx.print(&out).await;
+    if failures == namespaces.len() { 1 } else { 0 }
+}
+
+fn granted_modes(policy: &Policy, subject: &Subject, target: &Target) -> Vec<&'static str> {
+    let mut modes = Vec::new();
+    if !policy
+        .allowed_summary(subject, target, Mode::Exec)
+        .is_empty()
     {
-        Ok(r) => r,
+        modes.push("exec");
+    }
+    for m in [
+        Mode::Shell,
+        Mode::Logs,
+        Mode::Files,
+        Mode::Attach,
+        Mode::PortForward,
+        Mode::BreakGlass,
+    ] {
+        let d = policy.decide(&Request {
+            subject,
+            target,
+            mode: m,
+            action: Action::Session,
+        });
+        if d.effect != jitsh_broker_policy::Effect::Deny {
+            modes.push(m.as_str());
+        }
+    }
+    modes
+}
+
+async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::LogOptions) -> u32 {
+    let (client, resolved) = match ctx.resolve(cid, target).await {
+        Ok(x) => x,
         Err(e) => {
-            say(write, &e.to_string()).await;
+            say(ctx.write, &e).await;
             return 1;
         }
     };
-    let tgt = Target {
-        namespace: namespace.clone(),
-        pod: resolved.pod.clone(),
-        labels: resolved.labels.clone(),
-        container: resolved.container.clone(),
-    };
-    let decision = match jitsh_broker_policy::parse_command_line(&line) {
-        Ok(cl) => gw.policy.load().decide(&Request {
-            subject: &subject,
-            target: &tgt,
-            mode: Mode::Exec,
-            action: Action::Command(&cl),
-        }),
-        Err(e) => Decision::denied(format!("refused: {e}")),
-    };
-    let line_words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-    let mut ev = base.clone();
+    let tgt = target_of(&resolved);
+    let decision = ctx.gw.policy.load().decide(&Request {
+        subject: &ctx.subject(),
+        target: &tgt,
+        mode: Mode::Logs,
+        action: Action::Session,
+    });
+    let mut ev = ctx.base_event(cid);
+    ev["namespace"] = json!(resolved.namespace);
+    ev["pod"] = json!(resolved.pod);
     ev["container"] = json!(resolved.container);
-    ev["argv"] = json!(redact(&line_words));
+    ev["follow"] = json!(options.follow);
     let permit = match decision.permit() {
         Ok(p) => p,
-        Err(d) => {
-            ev["rule"] = json!(d.rule);
-            ev["reasons"] = json!(d.reasons);
-            if let Err(e) = gw.audit.record("command.denied", ev) {
-                tracing::error!("{e}");
-            }
-            let rule = d.rule.as_deref().unwrap_or("no rule");
-            say(
-                write,
-                &format!(
-                    "denied: {} on {namespace}/{} (policy: {rule})",
-                    d.reasons.join("; "),
-                    resolved.pod
-                ),
-            )
-            .await;
-            return DENIED_STATUS;
-        }
+        Err(d) => return deny(ctx, "logs.denied", ev, &d, &resolved).await,
     };
     ev["rule"] = json!(permit.rule());
-    if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
+    if let Err(e) = ctx.gw.audit.record("logs.allowed", ev.clone()) {
         say(
-            write,
+            ctx.write,
             &format!("refused: the audit log cannot be written ({e})"),
         )
         .await;
         return 1;
     }
-    let (stdin_r, mut stdin_w) = tokio::io::duplex(64 * 1024);
+    ctx.clock
+        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    let res = exec::stream_logs(&client, &resolved, options, ctx.out()).await;
+    let code = match &res {
+        Ok(bytes) => {
+            ev["bytes"] = json!(bytes);
+            0
+        }
+        Err(e) => {
+            say(ctx.write, &e.to_string()).await;
+            ev["error"] = json!(e.to_string());
+            1
+        }
+    };
+    ctx.gw.record("logs.end", ev);
+    code
+}
+
+async fn deny(
+    ctx: &Ctx<'_>,
+    kind: &str,
+    mut ev: serde_json::Value,
+    d: &Decision,
+    resolved: &exec::Resolved,
+) -> u32 {
+    ev["rule"] = json!(d.rule);
+    ev["reasons"] = json!(d.reasons);
+    ctx.gw.record(kind, ev);
+    ctx.gw
+        .metrics
+        .commands
+        .get_or_create(&label("decision", "deny"))
+        .inc();
+    let rule = d.rule.as_deref().unwrap_or("no rule");
+    say(
+        ctx.write,
+        &format!(
+            "denied: {} on {}/{} (policy: {rule})",
+            d.reasons.join("; "),
+            resolved.namespace,
+            resolved.pod
+        ),
+    )
+    .await;
+    DENIED_STATUS
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_exec(
+    ctx: &Ctx<'_>,
+    cid: &str,
+    target: &TargetSpec,
+    line: &str,
+    tty: Option<Tty>,
+    resize: tokio::sync::mpsc::Receiver<Tty>,
+    mut read: russh::ChannelReadHalf,
+) -> u32 {
+    let gw = ctx.gw;
+    let (client, resolved) = match ctx.resolve(cid, target).await {
+        Ok(x) => x,
+        Err(e) => {
+            say(ctx.write, &e).await;
+            return 1;
+        }
+    };
+    let tgt = target_of(&resolved);
+    let parsed = jitsh_broker_policy::parse_command_line(line);
+    let mut ev = ctx.base_event(cid);
+    ev["namespace"] = json!(resolved.namespace);
+    ev["pod"] = json!(resolved.pod);
+    ev["container"] = json!(resolved.container);
+    let decision = match &parsed {
+        Ok(cl) => {
+            let stages: Vec<Vec<String>> =
+                cl.stages().iter().map(|s| gw.redactor.redact(s)).collect();
+            ev["argv"] = json!(stages.first());
+            if stages.len() > 1 {
+                ev["stages"] = json!(stages);
+            }
+            gw.policy.load().decide(&Request {
+                subject: &ctx.subject(),
+                target: &tgt,
+                mode: Mode::Exec,
+                action: Action::Command(cl),
+            })
+        }
+        Err(e) => {
+            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            ev["line"] = json!(gw.redactor.redact(&words).join(" "));
+            Decision::denied(format!("refused: {e}"))
+        }
+    };
+    let permit = match decision.permit() {
+        Ok(p) => p,
+        Err(d) => return deny(ctx, "command.denied", ev, &d, &resolved).await,
+    };
+    ev["rule"] = json!(permit.rule());
+    if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
+        gw.metrics
+            .commands
+            .get_or_create(&label("decision", "refused"))
+            .inc();
+        say(
+            ctx.write,
+            &format!("refused: the audit log cannot be written ({e})"),
+        )
+        .await;
+        return 1;
+    }
+    gw.metrics
+        .commands
+        .get_or_create(&label("decision", "allow"))
+        .inc();
+    ctx.clock
+        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    let (stdin_r, mut stdin_w) = tokio::io::duplex(256 * 1024);
+    let clock = ctx.clock.clone();
+    let bytes_in = gw
+        .metrics
+        .bytes
+        .get_or_create(&label("direction", "in"))
+        .clone();
     let pump = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {
-                ChannelMsg::Data { data } if stdin_w.write_all(&data).await.is_err() => break,
+                ChannelMsg::Data { data } => {
+                    clock.touch();
+                    bytes_in.inc_by(data.len() as u64);
+                    if stdin_w.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
                 ChannelMsg::Eof => break,
                 _ => {}
             }
         }
         let _ = stdin_w.shutdown().await;
     });
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let res = exec::run(
         &client,
-        id,
+        ctx.id,
         &permit,
         &resolved,
         tty,
         Some(resize),
         stdin_r,
-        write.make_writer(),
-        write.make_writer_ext(Some(1)),
+        ctx.out(),
+        ctx.err(),
     )
     .await;
     pump.abort();
+    gw.metrics
+        .exec_seconds
+        .observe(started.elapsed().as_secs_f64());
     let code = match res {
         Ok(c) => c,
         Err(e) => {
-            say(write, &e.to_string()).await;
+            say(ctx.write, &e.to_string()).await;
             1
         }
     };
     ev["exit"] = json!(code);
-    ev["duration_ms"] = json!(started.elapsed().as_millis() as u64);
-    let _ = gw.audit.record("command.exit", ev);
+    ev["duration_ms"] = json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    gw.record("command.exit", ev);
     code
 }

@@ -16,15 +16,15 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: SocketAddr,
-    /// Configuration file (production mode; not implemented yet).
-    #[arg(long)]
+    /// Configuration file (see docs/configuration.md).
+    #[arg(long, conflicts_with_all = ["dev", "dev_dir"])]
     pub config: Option<PathBuf>,
 }
 
 /// Runs `jitsh serve`.
 pub fn run(args: ServeArgs) -> ExitCode {
-    if !args.dev {
-        eprintln!("jitsh: serve --config is not implemented yet; use 'jitsh serve --dev'");
+    if !args.dev && args.config.is_none() {
+        eprintln!("jitsh: serve needs --config FILE, or --dev for the development gateway");
         return ExitCode::from(2);
     }
     let _ = tracing_subscriber::fmt()
@@ -41,7 +41,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(crate::dev::run(&args.dev_dir, args.listen)) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let res = match &args.config {
+        Some(path) => rt.block_on(async {
+            let prepared = crate::daemon::prepare_from_config(path).await?;
+            eprintln!(
+                "jitsh gateway listening on {}",
+                prepared.listener.local_addr()?
+            );
+            crate::daemon::run(prepared).await
+        }),
+        None => rt.block_on(crate::dev::run(&args.dev_dir, args.listen)),
+    };
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("jitsh: {e:#}");

@@ -1,0 +1,271 @@
+//! Running the gateway: from a configuration file (`serve --config`) or from development mode,
+//! through the same listener, admin endpoints, reload watcher and shutdown path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jitsh_broker_policy::Policy;
+use jitsh_certs::{RevocationList, Verifier, VerifierConfig};
+use serde_json::json;
+
+use crate::audit::AuditLog;
+use crate::config::{self, Loaded};
+use crate::exec::KubeAccess;
+use crate::server::{self, Gateway, Settings};
+
+/// Files watched for changes while the gateway runs.
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    /// The policy file.
+    pub policy: Option<PathBuf>,
+    /// The revocation file.
+    pub revocations: Option<PathBuf>,
+    /// How often to look.
+    pub interval: Duration,
+}
+
+/// A gateway ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The gateway state.
+    pub gateway: Arc<Gateway>,
+    /// The russh configuration.
+    pub ssh: Arc<russh::server::Config>,
+    /// The bound SSH listener.
+    pub listener: tokio::net::TcpListener,
+    /// The bound admin listener.
+    pub admin: Option<tokio::net::TcpListener>,
+    /// What to reload.
+    pub watched: Watched,
+}
+
+/// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(p: Prepared) -> anyhow::Result<()> {
+    let gw = p.gateway;
+    if let Some(admin) = p.admin {
+        let g = gw.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(admin, g).await {
+                tracing::error!("admin listener: {e}");
+            }
+        });
+    }
+    let watcher = tokio::spawn(watch(gw.clone(), p.watched));
+    gw.record_start();
+    let r = server::serve(p.listener, p.ssh, gw, shutdown_signal()).await;
+    watcher.abort();
+    r.map_err(anyhow::Error::from)
+}
+
+impl Gateway {
+    fn record_start(&self) {
+        if let Err(e) = self.audit.record(
+            "gateway.start",
+            json!({"version": env!("CARGO_PKG_VERSION")}),
+        ) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Polls the watched files; a changed file that parses replaces the running one, a bad one is
+/// logged with every error and the last good one stays.
+pub async fn watch(gw: Arc<Gateway>, w: Watched) {
+    let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+    let mut last_policy = read(&w.policy);
+    let mut last_revocations = read(&w.revocations);
+    let interval = if w.interval.is_zero() {
+        Duration::from_secs(2)
+    } else {
+        w.interval
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = read(&w.policy);
+        if now.is_some() && now != last_policy {
+            let path = w
+                .policy
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(now.as_deref().unwrap_or_default()).into_owned();
+            match Policy::from_yaml(&text) {
+                Ok(p) => {
+                    gw.policy.store(Arc::new(p));
+                    reloaded(&gw, "policy", "ok", json!({"file": path}));
+                    tracing::info!("policy reloaded");
+                }
+                Err(errs) => {
+                    for e in &errs.0 {
+                        tracing::error!(
+                            "policy reload refused, keeping the last good policy: {}:{}:{}: {}",
+                            path,
+                            e.line,
+                            e.column,
+                            e.message
+                        );
+                    }
+                    let msgs: Vec<String> = errs
+                        .0
+                        .iter()
+                        .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+                        .collect();
+                    reloaded(&gw, "policy", "error", json!({"errors": msgs}));
+                }
+            }
+            last_policy = now;
+        }
+        let now = read(&w.revocations);
+        if now.is_some() && now != last_revocations {
+            let text = String::from_utf8_lossy(now.as_deref().unwrap_or_default()).into_owned();
+            match RevocationList::parse(&text) {
+                Ok(list) => {
+                    let cfg = VerifierConfig {
+                        revocations: list,
+                        ..gw.verifier.load().config().clone()
+                    };
+                    gw.verifier.store(Arc::new(Verifier::new(cfg)));
+                    reloaded(&gw, "revocations", "ok", json!({}));
+                    tracing::info!("revocations reloaded");
+                }
+                Err(e) => {
+                    tracing::error!("revocations reload refused, keeping the last good list: {e}");
+                    reloaded(
+                        &gw,
+                        "revocations",
+                        "error",
+                        json!({"errors": [e.to_string()]}),
+                    );
+                }
+            }
+            last_revocations = now;
+        }
+    }
+}
+
+fn reloaded(gw: &Gateway, what: &str, result: &str, mut fields: serde_json::Value) {
+    gw.metrics
+        .reloads
+        .get_or_create(&vec![
+            ("file".to_owned(), what.to_owned()),
+            ("result".to_owned(), result.to_owned()),
+        ])
+        .inc();
+    fields["file_kind"] = json!(what);
+    fields["result"] = json!(result);
+    if let Err(e) = gw.audit.record("policy.reload", fields) {
+        tracing::error!("{e}");
+    }
+}
+
+/// Loads a configuration file and binds its listeners; every problem is reported before
+/// anything binds.
+pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
+    let Loaded {
+        config,
+        host_key,
+        host_certificate,
+        trusted_cas,
+        revocations,
+        policy,
+        redactor,
+    } = config::load(path).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "invalid configuration {}:\n  {}",
+            path.display(),
+            lines.join("\n  ")
+        )
+    })?;
+    let kcfg = match &config.kubernetes.kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("kubernetes.kubeconfig: {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions {
+                    context: config.kubernetes.context.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .context("kubernetes.kubeconfig")?
+        }
+        None => kube::Config::incluster()
+            .context("kubernetes.inCluster: not running in a cluster (set kubernetes.kubeconfig to run outside one)")?,
+    };
+    if let Some(r) = &config.recordings {
+        std::fs::create_dir_all(r).with_context(|| format!("recordings: {}", r.display()))?;
+    }
+    let audit = AuditLog::with_sinks(config.audit.file.as_deref(), config.audit.stdout)
+        .context("audit.file")?;
+    let settings = Settings {
+        default_namespace: config.default_namespace.clone(),
+        limits: config.limits.clone(),
+        recordings: config.recordings.clone(),
+    };
+    let verifier = Verifier::new(VerifierConfig {
+        trusted_cas,
+        revocations,
+        ..Default::default()
+    });
+    let ssh = Arc::new(server::ssh_config(
+        host_key,
+        host_certificate,
+        &config.limits,
+    ));
+    let gateway = Arc::new(Gateway::new(
+        verifier,
+        policy,
+        audit,
+        KubeAccess::new(kcfg),
+        settings,
+        redactor,
+    ));
+    let listener = bind(config.listen, "listen").await?;
+    let admin = match &config.admin {
+        Some(a) => Some(bind(a.listen, "admin.listen").await?),
+        None => None,
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    Ok(Prepared {
+        gateway,
+        ssh,
+        listener,
+        admin,
+        watched: Watched {
+            policy: Some(abs(&config.policy)),
+            revocations: config.revocations.as_deref().map(abs),
+            interval: config.reload_interval,
+        },
+    })
+}
+
+/// Binds a listener, naming the key on failure.
+pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: cannot bind {addr}"))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
