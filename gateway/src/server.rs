@@ -1064,7 +1064,24 @@ async fn deny(
     DENIED_STATUS
 }
 
-#[allow(clippy::too_many_arguments)]
+async fn deny_unresolved(
+    ctx: &Ctx<'_>,
+    ev: serde_json::Value,
+    d: &Decision,
+    target: &TargetSpec,
+) -> u32 {
+    let resolved = exec::Resolved {
+        namespace: target
+            .namespace
+            .clone()
+            .unwrap_or_else(|| ctx.gw.settings.default_namespace.clone()),
+        pod: target.pod.clone(),
+        container: target.container.clone().unwrap_or_default(),
+        labels: Default::default(),
+    };
+    deny(ctx, "command.denied", ev, d, &resolved).await
+}
+
 async fn run_exec(
     ctx: &Ctx<'_>,
     cid: &str,
@@ -1075,6 +1092,35 @@ async fn run_exec(
     mut read: russh::ChannelReadHalf,
 ) -> u32 {
     let gw = ctx.gw;
+    let mut ev = ctx.base_event(cid);
+    // A refused syntax is denied before anything reaches Kubernetes.
+    let parsed = match jitsh_broker_policy::parse_command_line(line) {
+        Ok(cl) => cl,
+        Err(e) => {
+            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            ev["line"] = json!(gw.redactor.redact(&words).join(" "));
+            ev["namespace"] = json!(
+                target
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(&gw.settings.default_namespace)
+            );
+            ev["pod"] = json!(target.pod);
+            let d = Decision::denied(format!("refused: {e}"));
+            return deny_unresolved(ctx, ev, &d, target).await;
+        }
+    };
+    let stages: Vec<Vec<String>> = parsed
+        .stages()
+        .iter()
+        .map(|s| gw.redactor.redact(s))
+        .collect();
+    ev["argv"] = json!(stages.first());
+    if stages.len() > 1 {
+        ev["stages"] = json!(stages);
+    }
+    // The pod is looked up as the user (a get): the policy's targets depend on its labels and
+    // default container.
     let (client, resolved) = match ctx.resolve(cid, target).await {
         Ok(x) => x,
         Err(e) => {
@@ -1083,32 +1129,15 @@ async fn run_exec(
         }
     };
     let tgt = target_of(&resolved);
-    let parsed = jitsh_broker_policy::parse_command_line(line);
-    let mut ev = ctx.base_event(cid);
     ev["namespace"] = json!(resolved.namespace);
     ev["pod"] = json!(resolved.pod);
     ev["container"] = json!(resolved.container);
-    let decision = match &parsed {
-        Ok(cl) => {
-            let stages: Vec<Vec<String>> =
-                cl.stages().iter().map(|s| gw.redactor.redact(s)).collect();
-            ev["argv"] = json!(stages.first());
-            if stages.len() > 1 {
-                ev["stages"] = json!(stages);
-            }
-            gw.policy.load().decide(&Request {
-                subject: &ctx.subject(),
-                target: &tgt,
-                mode: Mode::Exec,
-                action: Action::Command(cl),
-            })
-        }
-        Err(e) => {
-            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            ev["line"] = json!(gw.redactor.redact(&words).join(" "));
-            Decision::denied(format!("refused: {e}"))
-        }
-    };
+    let decision = gw.policy.load().decide(&Request {
+        subject: &ctx.subject(),
+        target: &tgt,
+        mode: Mode::Exec,
+        action: Action::Command(&parsed),
+    });
     let permit = match decision.permit() {
         Ok(p) => p,
         Err(d) => return deny(ctx, "command.denied", ev, &d, &resolved).await,

@@ -289,3 +289,154 @@ fn certificate_lifetimes() {
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("certificate expired"));
 }
+
+fn kubectl(dir: &Path, context: &str, args: &[&str]) -> Output {
+    Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .args(["--context", context])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn gateway_words_and_large_output() {
+    let dev = start();
+    let d = &dev.dir;
+
+    // whoami: identity, groups, certificate, and what the policy grants
+    let o = ssh(d, "alice", "whoami", b"");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let w = text(&o.stdout);
+    assert!(w.contains("user: alice"), "{w}");
+    assert!(w.contains("groups: oncall-payments"), "{w}");
+    assert!(
+        w.contains("policy rule oncall-read: exec, shell, logs"),
+        "{w}"
+    );
+    assert!(w.contains("tail [-n <int>] [-f] <path:/var/log/**>"), "{w}");
+    let o = ssh(d, "mallory", "whoami", b"");
+    assert!(text(&o.stdout).contains("policy rule mallory-cat: exec on namespace payments"));
+
+    // help
+    let o = ssh(d, "alice", "help", b"");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("logs [namespace/]pod[/container]"));
+
+    // pods: listed from the API as alice, with what the policy grants
+    let o = ssh(d, "alice", "pods", b"");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let p = text(&o.stdout);
+    assert!(p.contains("payments/api-0\tRunning\tapp"), "{p}");
+    assert!(p.contains("payments/worker-0"), "{p}");
+    assert!(
+        p.lines()
+            .any(|l| l.starts_with("payments/api-0") && l.contains("exec,shell,logs")),
+        "{p}"
+    );
+    // RBAC: alice cannot list pods in default — one clear line, non-zero
+    let o = ssh(d, "alice", "pods default", b"");
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("namespace default:") && e.contains("forbidden"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+
+    // logs: pods/log as alice; the lines are the pod's
+    let o = ssh(d, "alice", "logs payments/api-0 --tail 3", b"");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ours = text(&o.stdout);
+    assert_eq!(ours.lines().count(), 3, "{ours}");
+    let k = kubectl(d, "alice", &["logs", "-n", "payments", "api-0"]);
+    assert!(k.status.success(), "{}", text(&k.stderr));
+    let theirs = text(&k.stdout);
+    for l in ours.lines() {
+        assert!(theirs.contains(l), "{l:?} not in kubectl logs");
+    }
+    let o = ssh(d, "alice", "logs payments/api-0 --tail nope", b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--tail wants a number"));
+    // mallory: Kubernetes RBAC refuses her the pod; no pods/log request is made
+    let logs_before = kube_audit(d, "log").len();
+    let o = ssh(d, "mallory", "logs payments/api-0", b"");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("forbidden"));
+    assert_eq!(kube_audit(d, "log").len(), logs_before);
+    // unknown pod and container: one clear line
+    let o = ssh(d, "alice", "payments/nope-0 -- date", b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("pod payments/nope-0 not found"));
+    let o = ssh(d, "alice", "payments/api-0/nope -- date", b"");
+    assert!(
+        text(&o.stderr).contains("has no container 'nope' (has: app"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // audit: argv as parsed (quotes removed), secrets redacted
+    let o = ssh(
+        d,
+        "alice",
+        "payments/api-0 -- grep -c 'token=abc' /var/log/app.log",
+        b"",
+    );
+    assert!(o.status.code().is_some());
+    let audit = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let ev: serde_json::Value = audit
+        .lines()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "command.allowed")
+        .unwrap();
+    assert_eq!(
+        ev["argv"],
+        serde_json::json!(["grep", "-c", "token=<redacted>", "/var/log/app.log"])
+    );
+    assert!(!audit.contains("abc"));
+
+    // 100 MiB out through cat is byte-exact
+    let mk = kubectl(
+        d,
+        "admin",
+        &[
+            "exec",
+            "-n",
+            "payments",
+            "api-0",
+            "--",
+            "sh",
+            "-c",
+            "head -c 104857600 /dev/urandom > /var/log/big.bin && sha256sum /var/log/big.bin",
+        ],
+    );
+    assert!(mk.status.success(), "{}", text(&mk.stderr));
+    let want = text(&mk.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let o = ssh(d, "alice", "payments/api-0 -- cat /var/log/big.bin", b"");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(o.stdout.len(), 100 * 1024 * 1024);
+    let got = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&o.stdout))
+    };
+    assert_eq!(got, want);
+}
+
+fn kube_audit(dir: &Path, subresource: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("kube-audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["objectRef"]["subresource"] == subresource)
+        .collect()
+}
