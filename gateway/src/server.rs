@@ -4,6 +4,7 @@
 //! timeout or shutdown, each with a reason on the terminal.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -282,7 +283,9 @@ pub fn ssh_config(
     russh::server::Config {
         methods,
         preferred,
-        auth_rejection_time: Duration::from_millis(300),
+        // Rejections take a constant 50 ms: `ssh -i KEY` offers the plain key before the
+        // certificate, so this is paid on ordinary logins too.
+        auth_rejection_time: Duration::from_millis(50),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
         certificates: host_certificate.into_iter().collect(),
@@ -333,6 +336,8 @@ pub async fn serve(
         gw.metrics.connections.inc();
         let _ = stream.set_nodelay(true);
         let authed = Arc::new(AtomicBool::new(false));
+        let plain_key_user = Arc::new(Mutex::new(None));
+        let session_id = new_id();
         let handler = Conn {
             gw: gw.clone(),
             peer,
@@ -340,49 +345,26 @@ pub async fn serve(
             channels: HashMap::new(),
             ptys: HashMap::new(),
             resize: HashMap::new(),
-            session_id: new_id(),
+            session_id: session_id.clone(),
             authed: authed.clone(),
+            plain_key_user: plain_key_user.clone(),
         };
         let config = config.clone();
         let pre_auth = gw.settings.limits.pre_auth_timeout;
+        let gw = gw.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let running = match tokio::time::timeout(
-                pre_auth,
-                russh::server::run_stream(config, stream, handler),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "no SSH identification within the pre-auth timeout");
-                    return;
-                }
-            };
-            let handle = running.handle();
-            tokio::pin!(running);
-            let deadline = tokio::time::sleep(pre_auth);
-            tokio::pin!(deadline);
-            tokio::select! {
-                _ = &mut running => {}
-                () = &mut deadline => {
-                    if authed.load(Ordering::Relaxed) {
-                        let _ = running.await;
-                    } else {
-                        let _ = handle
-                            .disconnect(
-                                russh::Disconnect::ByApplication,
-                                "authentication took too long".into(),
-                                String::new(),
-                            )
-                            .await;
-                        let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
-                    }
-                }
+            connection(config, stream, handler, pre_auth, &authed).await;
+            let plain = plain_key_user
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let (false, Some(user)) = (authed.load(Ordering::Relaxed), plain) {
+                gw.auth_failed(peer.ip(), "plain_key");
+                gw.record(
+                    "auth.rejected",
+                    json!({"session": session_id, "user": user, "source": peer.to_string(), "reason": "plain public keys are not accepted; a certificate is required", "code": "plain_key"}),
+                );
             }
         });
     }
@@ -402,6 +384,112 @@ pub async fn serve(
     Ok(())
 }
 
+/// A stream the gateway can cut: once `kill` is cancelled, reads and writes fail, so russh's
+/// session task (which the gateway cannot abort) ends.
+struct Killable<S> {
+    inner: S,
+    killed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl<S> Killable<S> {
+    fn check(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
+        self.killed.as_mut().poll(cx).is_ready().then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "closed by the gateway",
+            )
+        })
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Killable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn connection(
+    config: Arc<russh::server::Config>,
+    stream: tokio::net::TcpStream,
+    handler: Conn,
+    pre_auth: Duration,
+    authed: &AtomicBool,
+) {
+    let peer = handler.peer;
+    let kill = CancellationToken::new();
+    let stream = Killable {
+        inner: stream,
+        killed: Box::pin(kill.clone().cancelled_owned()),
+    };
+    let running =
+        match tokio::time::timeout(pre_auth, russh::server::run_stream(config, stream, handler))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no SSH identification within the pre-auth timeout");
+                return;
+            }
+        };
+    let handle = running.handle();
+    tokio::pin!(running);
+    let deadline = tokio::time::sleep(pre_auth);
+    tokio::pin!(deadline);
+    tokio::select! {
+        _ = &mut running => {}
+        () = &mut deadline => {
+            if authed.load(Ordering::Relaxed) {
+                let _ = running.await;
+            } else {
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "authentication took too long".into(),
+                        String::new(),
+                    )
+                    .await;
+                if tokio::time::timeout(Duration::from_secs(1), &mut running)
+                    .await
+                    .is_err()
+                {
+                    kill.cancel();
+                    let _ = running.await;
+                }
+            }
+        }
+    }
+}
+
 fn new_id() -> String {
     let b: [u8; 12] = rand::random();
     hex::encode(b)
@@ -416,6 +504,7 @@ struct Conn {
     resize: HashMap<ChannelId, tokio::sync::mpsc::Sender<Tty>>,
     session_id: String,
     authed: Arc<AtomicBool>,
+    plain_key_user: Arc<Mutex<Option<String>>>,
 }
 
 impl russh::server::Handler for Conn {
@@ -426,11 +515,13 @@ impl russh::server::Handler for Conn {
         user: &str,
         _key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.gw.auth_failed(self.peer.ip(), "plain-key");
-        self.gw.record(
-            "auth.rejected",
-            json!({"session": self.session_id, "user": user, "source": self.peer.to_string(), "reason": "plain public keys are not accepted; a certificate is required", "code": "plain-key"}),
-        );
+        // `ssh -i KEY` offers the plain key before KEY-cert.pub: not a failure unless the
+        // connection never authenticates (counted and audited when it ends).
+        let mut u = self
+            .plain_key_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *u = Some(user.to_owned());
         Ok(Auth::reject())
     }
 

@@ -202,6 +202,18 @@ fn dev_gateway_end_to_end() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(255));
+    // ... and audited once the connection ends
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&audit)
+        .unwrap()
+        .contains("\"code\":\"plain_key\"")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "plain key refusal not audited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // unwritable audit sink → commands refused (fail closed)
     std::fs::remove_file(&audit).unwrap();
