@@ -617,3 +617,46 @@ fn per_ip_auth_failure_limit_and_pre_auth_timeout() {
     let audit = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"code\":\"untrusted_ca\""));
 }
+
+#[test]
+fn the_documented_example_runs() {
+    let e = env();
+    let d = &e.dir;
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
+    let start_at = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = doc[start_at..].find("```").unwrap();
+    let example = &doc[start_at..start_at + len];
+    // the ports are the only change
+    let (ssh_port, admin) = (free_port(), free_port());
+    let cfg = example
+        .replace("127.0.0.1:2222", &format!("127.0.0.1:{ssh_port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+    assert_ne!(cfg, example);
+    let path = d.join("example.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let (_, _, _) = write_config(d, "");
+    let ssh_config = std::fs::read_to_string(d.join("ssh_config")).unwrap();
+    let port_line = ssh_config
+        .lines()
+        .find(|l| l.trim_start().starts_with("Port "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        d.join("ssh_config"),
+        ssh_config.replace(&port_line, &format!("  Port {ssh_port}")),
+    )
+    .unwrap();
+    let _gw = start(&path);
+    let o = ssh(d, "alice", "payments/api-0 -- date");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(http_get(admin, "/readyz").0, 200);
+    assert!(
+        std::fs::read_to_string(d.join("audit.jsonl"))
+            .unwrap()
+            .contains("command.allowed")
+    );
+}
