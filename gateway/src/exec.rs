@@ -208,6 +208,68 @@ pub async fn run<I, O, E>(
     tty: Option<Tty>,
     resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
     stdin: I,
+    stdout: O,
+    stderr: E,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    run_stages(
+        client,
+        permit.stages(),
+        target,
+        tty,
+        resize,
+        stdin,
+        stdout,
+        stderr,
+    )
+    .await
+}
+
+/// Runs a break-glass shell: `argv` (the configured shell, not user text) under a break-glass
+/// permit.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_break_glass<I, O, E>(
+    client: &kube::Client,
+    _permit: &Permit,
+    shell: &[String],
+    target: &Resolved,
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    stdin: I,
+    stdout: O,
+    stderr: E,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    run_stages(
+        client,
+        std::slice::from_ref(&shell.to_vec()),
+        target,
+        tty,
+        resize,
+        stdin,
+        stdout,
+        stderr,
+    )
+    .await
+}
+
+/// Attaches to the container's main process (pods/attach) as the client's user.
+#[allow(clippy::too_many_arguments)]
+pub async fn attach<I, O, E>(
+    client: &kube::Client,
+    _permit: &Permit,
+    target: &Resolved,
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    mut stdin: I,
     mut stdout: O,
     mut stderr: E,
 ) -> Result<u32, KubeError>
@@ -217,7 +279,94 @@ where
     E: AsyncWrite + Unpin + Send + 'static,
 {
     let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
-    let stages = permit.stages();
+    // The main process's terminal and stdin exist only when its spec asks for them; attach
+    // follows the spec so it works on ordinary containers (output only).
+    let pod = api.get(&target.pod).await.map_err(kube_err)?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == target.container));
+    let with_stdin = spec.and_then(|c| c.stdin).unwrap_or(false);
+    let with_tty = tty.is_some() && spec.and_then(|c| c.tty).unwrap_or(false);
+    let ap = AttachParams {
+        container: Some(target.container.clone()),
+        stdin: with_stdin,
+        stdout: true,
+        stderr: !with_tty,
+        tty: with_tty,
+        max_stdin_buf_size: Some(256 * 1024),
+        max_stdout_buf_size: Some(256 * 1024),
+        max_stderr_buf_size: Some(256 * 1024),
+    };
+    let mut p = api.attach(&target.pod, &ap).await.map_err(kube_err)?;
+    let mut tasks = Vec::new();
+    if let Some(mut w) = p.stdin() {
+        tasks.push(tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stdin, &mut w).await;
+            let _ = w.shutdown().await;
+        }));
+    }
+    if let (Some(size), Some(mut rx), Some(mut tx)) = (tty, resize, p.terminal_size()) {
+        let _ = tx
+            .send(kube::api::TerminalSize {
+                width: size.cols,
+                height: size.rows,
+            })
+            .await;
+        tasks.push(tokio::spawn(async move {
+            while let Some(t) = rx.recv().await {
+                let ts = kube::api::TerminalSize {
+                    width: t.cols,
+                    height: t.rows,
+                };
+                if tx.send(ts).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let err_task = p.stderr().map(|mut e| {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut e, &mut stderr).await;
+            let _ = stderr.flush().await;
+        })
+    });
+    if let Some(mut out) = p.stdout() {
+        let _ = tokio::io::copy(&mut out, &mut stdout).await;
+    }
+    let _ = stdout.flush().await;
+    if let Some(t) = err_task {
+        let _ = t.await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let status = p.take_status();
+    let code = match status {
+        Some(s) => s.await.map_or(0, |st| exit_code(&st)),
+        None => 0,
+    };
+    let _ = p.join().await;
+    Ok(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_stages<I, O, E>(
+    client: &kube::Client,
+    stages: &[Vec<String>],
+    target: &Resolved,
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    stdin: I,
+    mut stdout: O,
+    mut stderr: E,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
     let mut procs = Vec::with_capacity(stages.len());
     for argv in stages {
         let ap = AttachParams {

@@ -9,4 +9,6 @@ pub mod dev;
 pub mod exec;
 pub mod intent;
 pub mod issuer;
+pub mod lineedit;
+pub mod recording;
 pub mod server;

@@ -29,6 +29,8 @@ use crate::config::LimitsConfig;
 use crate::exec::{self, KubeAccess, Tty};
 use crate::intent::{self, Intent, TargetSpec};
 
+mod interactive;
+
 /// Exit status of a command the policy denied.
 pub const DENIED_STATUS: u32 = 126;
 /// Exit status of a session the gateway ended (certificate expiry, limits, idle, shutdown).
@@ -490,7 +492,7 @@ async fn connection(
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let b: [u8; 12] = rand::random();
     hex::encode(b)
 }
@@ -685,7 +687,7 @@ impl russh::server::Handler for Conn {
                     };
                     tokio::select! {
                         code = run => code,
-                        reason = clock.expired(&gw) => {
+                        reason = clock.expired(&gw, &write) => {
                             let _ = write
                                 .extended_data_bytes(1, format!("\r\njitsh: session closed: {reason}\r\n"))
                                 .await;
@@ -748,6 +750,16 @@ impl Clock {
 
     /// Applies the policy's limits (only ever shortens).
     fn tighten(&self, max_session: Duration, idle: Duration) {
+        self.tighten_with(
+            max_session,
+            idle,
+            "the policy's maximum session length was reached",
+        );
+    }
+
+    /// Shortens the session to `max_session` from its start (with `why` as the reason) and
+    /// the idle timeout to `idle`.
+    fn tighten_with(&self, max_session: Duration, idle: Duration, why: &'static str) {
         let mut l = self
             .limits
             .lock()
@@ -755,15 +767,18 @@ impl Clock {
         let end = self.started + max_session;
         if end < l.0 {
             l.0 = end;
-            l.1 = "the policy's maximum session length was reached";
+            l.1 = why;
         }
         l.2 = l.2.min(idle);
         drop(l);
         self.changed.notify_waiters();
     }
 
-    /// Resolves with the reason when the session must end.
-    async fn expired(&self, gw: &Gateway) -> String {
+    /// Resolves with the reason when the session must end; one minute before a fixed end
+    /// (certificate, grant, policy maximum) it writes a one-line warning to `write`.
+    async fn expired(&self, gw: &Gateway, write: &russh::ChannelWriteHalf<Msg>) -> String {
+        const WARN: Duration = Duration::from_secs(60);
+        let mut warned = false;
         loop {
             let changed = self.changed.notified();
             let (end, why, idle) = *self
@@ -779,7 +794,21 @@ impl Clock {
             if now >= last + idle {
                 return format!("idle for {}", humantime::format_duration(idle));
             }
-            let wake = end.min(last + idle);
+            let warn_at = end.checked_sub(WARN).unwrap_or(now);
+            if !warned && now >= warn_at && self.started + WARN < end {
+                warned = true;
+                let left = humantime::format_duration(Duration::from_secs((end - now).as_secs()));
+                let _ = write
+                    .extended_data_bytes(
+                        1,
+                        format!("\r\njitsh: warning: this session ends in {left} ({why})\r\n"),
+                    )
+                    .await;
+            }
+            let mut wake = end.min(last + idle);
+            if !warned && warn_at > now {
+                wake = wake.min(warn_at);
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = changed => {}
@@ -943,6 +972,23 @@ async fn run_command(
         Intent::Logs { target, options } => logs(ctx, &cid, &target, &options).await,
         Intent::Exec { target, line } => {
             run_exec(ctx, &cid, &target, &line, tty, resize, read).await
+        }
+        Intent::Prompt { target } => {
+            interactive::prompt(ctx, &cid, &target, tty, resize, read).await
+        }
+        Intent::BreakGlass {
+            target,
+            incident,
+            reason,
+        } => {
+            let req = interactive::BreakGlassRequest {
+                incident: incident.as_deref(),
+                reason: reason.as_deref(),
+            };
+            interactive::break_glass(ctx, &cid, &target, req, tty, resize, read).await
+        }
+        Intent::Attach { target } => {
+            interactive::attach(ctx, &cid, &target, tty, resize, read).await
         }
     }
 }
@@ -1219,39 +1265,6 @@ async fn run_exec(
             return 1;
         }
     };
-    let tgt = target_of(&resolved);
-    ev["namespace"] = json!(resolved.namespace);
-    ev["pod"] = json!(resolved.pod);
-    ev["container"] = json!(resolved.container);
-    let decision = gw.policy.load().decide(&Request {
-        subject: &ctx.subject(),
-        target: &tgt,
-        mode: Mode::Exec,
-        action: Action::Command(&parsed),
-    });
-    let permit = match decision.permit() {
-        Ok(p) => p,
-        Err(d) => return deny(ctx, "command.denied", ev, &d, &resolved).await,
-    };
-    ev["rule"] = json!(permit.rule());
-    if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
-        gw.metrics
-            .commands
-            .get_or_create(&label("decision", "refused"))
-            .inc();
-        say(
-            ctx.write,
-            &format!("refused: the audit log cannot be written ({e})"),
-        )
-        .await;
-        return 1;
-    }
-    gw.metrics
-        .commands
-        .get_or_create(&label("decision", "allow"))
-        .inc();
-    ctx.clock
-        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
     let (stdin_r, mut stdin_w) = tokio::io::duplex(256 * 1024);
     let clock = ctx.clock.clone();
     let bytes_in = gw
@@ -1275,20 +1288,98 @@ async fn run_exec(
         }
         let _ = stdin_w.shutdown().await;
     });
-    let started = Instant::now();
-    let res = exec::run(
-        &client,
-        ctx.id,
-        &permit,
-        &resolved,
+    let io = Io {
         tty,
-        Some(resize),
-        stdin_r,
-        ctx.out(),
-        ctx.err(),
+        resize: Some(resize),
+        stdin: stdin_r,
+        rec: None,
+    };
+    let code = command(ctx, &client, &resolved, &parsed, ev, io).await;
+    pump.abort();
+    code
+}
+
+/// How a decided command is connected.
+struct Io<I> {
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    stdin: I,
+    rec: Option<Arc<crate::recording::Recorder>>,
+}
+
+/// Decides a parsed command line on a resolved target, audits, runs it, audits the exit.
+async fn command<I>(
+    ctx: &Ctx<'_>,
+    client: &kube::Client,
+    resolved: &exec::Resolved,
+    parsed: &jitsh_broker_policy::CommandLine,
+    mut ev: serde_json::Value,
+    io: Io<I>,
+) -> u32
+where
+    I: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let gw = ctx.gw;
+    let tgt = target_of(resolved);
+    ev["namespace"] = json!(resolved.namespace);
+    ev["pod"] = json!(resolved.pod);
+    ev["container"] = json!(resolved.container);
+    let decision = gw.policy.load().decide(&Request {
+        subject: &ctx.subject(),
+        target: &tgt,
+        mode: Mode::Exec,
+        action: Action::Command(parsed),
+    });
+    let marker = |what: &str| {
+        if let Some(r) = &io.rec {
+            let argv: Vec<String> = parsed
+                .stages()
+                .iter()
+                .map(|s| gw.redactor.redact(s).join(" "))
+                .collect();
+            let _ = r.event("m", &format!("{what}: {}", argv.join(" | ")));
+        }
+    };
+    let permit = match decision.permit() {
+        Ok(p) => p,
+        Err(d) => {
+            marker("denied");
+            return deny(ctx, "command.denied", ev, &d, resolved).await;
+        }
+    };
+    ev["rule"] = json!(permit.rule());
+    if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
+        gw.metrics
+            .commands
+            .get_or_create(&label("decision", "refused"))
+            .inc();
+        say(
+            ctx.write,
+            &format!("refused: the audit log cannot be written ({e})"),
+        )
+        .await;
+        return 1;
+    }
+    marker("allowed");
+    gw.metrics
+        .commands
+        .get_or_create(&label("decision", "allow"))
+        .inc();
+    ctx.clock
+        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    let started = Instant::now();
+    let out = crate::recording::Recorded {
+        inner: ctx.out(),
+        rec: io.rec.clone(),
+    };
+    let err = crate::recording::Recorded {
+        inner: ctx.err(),
+        rec: io.rec.clone(),
+    };
+    let res = exec::run(
+        client, ctx.id, &permit, resolved, io.tty, io.resize, io.stdin, out, err,
     )
     .await;
-    pump.abort();
     gw.metrics
         .exec_seconds
         .observe(started.elapsed().as_secs_f64());
