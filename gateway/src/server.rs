@@ -665,6 +665,7 @@ impl russh::server::Handler for Conn {
                 Ok(_slot) => {
                     let clock = Arc::new(Clock::new(&gw, &id));
                     let ctx = Ctx {
+                        merged: AtomicBool::new(false),
                         gw: &gw,
                         id: &id,
                         sid: &sid,
@@ -847,6 +848,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
 }
 
 struct Ctx<'a> {
+    /// Messages go to stdout, in order with everything else (a terminal session).
+    merged: AtomicBool,
     gw: &'a Arc<Gateway>,
     id: &'a VerifiedIdentity,
     sid: &'a str,
@@ -856,6 +859,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// One `jitsh: …` line for the user: on stderr, or in order on stdout in a terminal session.
+    async fn say(&self, line: &str) {
+        if self.merged.load(Ordering::Relaxed) {
+            let _ = self
+                .write
+                .data_bytes(format!("jitsh: {line}\r\n").into_bytes())
+                .await;
+        } else {
+            say(self.write, line).await;
+        }
+    }
     fn subject(&self) -> Subject {
         Subject {
             user: self.id.username().to_owned(),
@@ -958,7 +972,7 @@ async fn run_command(
     let intent = match intent::parse(text) {
         Ok(i) => i,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             return 2;
         }
     };
@@ -1054,7 +1068,7 @@ async fn pods(ctx: &Ctx<'_>, cid: &str, namespace: Option<String>) -> u32 {
     let client = match ctx.gw.kube.client_as(ctx.id, cid) {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             return 1;
         }
     };
@@ -1084,7 +1098,7 @@ async fn pods(ctx: &Ctx<'_>, cid: &str, namespace: Option<String>) -> u32 {
             }
             Err(e) => {
                 failures += 1;
-                say(ctx.write, &format!("namespace {ns}: {e}")).await;
+                ctx.say(&format!("namespace {ns}: {e}")).await;
             }
         }
     }
@@ -1125,7 +1139,7 @@ async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::L
     let (client, resolved) = match ctx.resolve(cid, target).await {
         Ok(x) => x,
         Err(e) => {
-            say(ctx.write, &e).await;
+            ctx.say(&e).await;
             return 1;
         }
     };
@@ -1147,11 +1161,8 @@ async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::L
     };
     ev["rule"] = json!(permit.rule());
     if let Err(e) = ctx.gw.audit.record("logs.allowed", ev.clone()) {
-        say(
-            ctx.write,
-            &format!("refused: the audit log cannot be written ({e})"),
-        )
-        .await;
+        ctx.say(&format!("refused: the audit log cannot be written ({e})"))
+            .await;
         return 1;
     }
     ctx.clock
@@ -1163,7 +1174,7 @@ async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::L
             0
         }
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             ev["error"] = json!(e.to_string());
             1
         }
@@ -1187,17 +1198,21 @@ async fn deny(
         .commands
         .get_or_create(&label("decision", "deny"))
         .inc();
-    let rule = d.rule.as_deref().unwrap_or("no rule");
-    say(
-        ctx.write,
-        &format!(
-            "denied: {} on {}/{} (policy: {rule})",
-            d.reasons.join("; "),
-            resolved.namespace,
-            resolved.pod
+    let reasons = d.reasons.join("; ");
+    let line = match &d.rule {
+        // A refused construct: the parser's message says what and where; nothing ran.
+        None if reasons.starts_with("refused:") => format!("{reasons} (nothing was run)"),
+        None => format!(
+            "denied: {reasons} on {}/{} (no policy rule grants it)",
+            resolved.namespace, resolved.pod
         ),
-    )
-    .await;
+        Some(rule) if reasons.contains(rule.as_str()) => format!("denied: {reasons}"),
+        Some(rule) => format!(
+            "denied: {reasons} on {}/{} (policy rule {rule})",
+            resolved.namespace, resolved.pod
+        ),
+    };
+    ctx.say(&line).await;
     DENIED_STATUS
 }
 
@@ -1261,7 +1276,7 @@ async fn run_exec(
     let (client, resolved) = match ctx.resolve(cid, target).await {
         Ok(x) => x,
         Err(e) => {
-            say(ctx.write, &e).await;
+            ctx.say(&e).await;
             return 1;
         }
     };
@@ -1353,11 +1368,8 @@ where
             .commands
             .get_or_create(&label("decision", "refused"))
             .inc();
-        say(
-            ctx.write,
-            &format!("refused: the audit log cannot be written ({e})"),
-        )
-        .await;
+        ctx.say(&format!("refused: the audit log cannot be written ({e})"))
+            .await;
         return 1;
     }
     marker("allowed");
@@ -1386,7 +1398,7 @@ where
     let code = match res {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             1
         }
     };

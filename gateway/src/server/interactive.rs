@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{Ctx, DENIED_STATUS, Io, Tty, command, deny, say, target_of};
+use super::{Ctx, DENIED_STATUS, Io, Tty, command, deny, target_of};
 use crate::admin::label;
 use crate::exec;
 use crate::intent::TargetSpec;
@@ -119,7 +119,7 @@ async fn open(
     let (client, resolved) = match ctx.resolve(cid, target).await {
         Ok(x) => x,
         Err(e) => {
-            say(ctx.write, &e).await;
+            ctx.say(&e).await;
             return Err(1);
         }
     };
@@ -172,18 +172,20 @@ pub(super) async fn prompt(
     ) {
         Ok(r) => r,
         Err(line) => {
-            say(ctx.write, &line).await;
+            ctx.say(&line).await;
             return 1;
         }
     };
     ev["tty"] = json!(tty.is_some());
     ev["recording"] = json!(rec.as_ref().map(|r| r.path().display().to_string()));
     if let Err(line) = audit_or_refuse(ctx, "shell.start", ev.clone()) {
-        say(ctx.write, &line).await;
+        ctx.say(&line).await;
         return 1;
     }
     ctx.clock
         .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    ctx.merged
+        .store(tty.is_some(), std::sync::atomic::Ordering::Relaxed);
     let mut input = reader(ctx, read);
     let prompt = format!(
         "{}@{}/{}:{}$ ",
@@ -281,7 +283,7 @@ pub(super) async fn prompt(
                 let line = match String::from_utf8(raw) {
                     Ok(l) => l,
                     Err(_) => {
-                        say(ctx.write, "refused: the line is not UTF-8").await;
+                        ctx.say("refused: the line is not UTF-8").await;
                         last = DENIED_STATUS;
                         continue;
                     }
@@ -405,7 +407,7 @@ async fn run_line(
     let client = match ctx.gw.kube.client_as(ctx.id, &cid) {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             return Step::Ran(1);
         }
     };
@@ -479,13 +481,10 @@ pub(super) async fn break_glass(
         .and_then(|r| r.break_glass())
         .cloned()
     else {
-        say(
-            ctx.write,
-            &format!(
-                "refused: rule {} grants break-glass without its settings",
-                permit.rule()
-            ),
-        )
+        ctx.say(&format!(
+            "refused: rule {} grants break-glass without its settings",
+            permit.rule()
+        ))
         .await;
         return DENIED_STATUS;
     };
@@ -512,13 +511,13 @@ pub(super) async fn break_glass(
     if let Some(why) = refusal {
         ev["reasons"] = json!([why]);
         ctx.gw.record("breakglass.denied", ev);
-        say(ctx.write, &format!("refused: {why}")).await;
+        ctx.say(&format!("refused: {why}")).await;
         return DENIED_STATUS;
     }
     let rec = match open_recording(ctx, &resolved, &permit, "break-glass", tty, true) {
         Ok(r) => r,
         Err(line) => {
-            say(ctx.write, &line).await;
+            ctx.say(&line).await;
             return 1;
         }
     };
@@ -528,7 +527,7 @@ pub(super) async fn break_glass(
     ev["recording"] = json!(rec.as_ref().map(|r| r.path().display().to_string()));
     ev["review_owed"] = json!(true);
     if let Err(line) = audit_or_refuse(ctx, "breakglass.start", ev.clone()) {
-        say(ctx.write, &line).await;
+        ctx.say(&line).await;
         return 1;
     }
     ctx.gw
@@ -592,7 +591,7 @@ pub(super) async fn break_glass(
     let code = match res {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             1
         }
     };
@@ -679,13 +678,13 @@ pub(super) async fn attach(
     let rec = match open_recording(ctx, &resolved, &permit, "attach", tty, true) {
         Ok(r) => r,
         Err(line) => {
-            say(ctx.write, &line).await;
+            ctx.say(&line).await;
             return 1;
         }
     };
     ev["recording"] = json!(rec.as_ref().map(|r| r.path().display().to_string()));
     if let Err(line) = audit_or_refuse(ctx, "attach.start", ev.clone()) {
-        say(ctx.write, &line).await;
+        ctx.say(&line).await;
         return 1;
     }
     ctx.clock
@@ -713,7 +712,7 @@ pub(super) async fn attach(
     let code = match res {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             1
         }
     };
