@@ -561,6 +561,11 @@ fn probes_hit_healthz_and_readyz_on_the_admin_port() {
 #[test]
 fn config_uses_the_gateway_schema_and_the_grace_period_fits() {
     let m = load();
+    // the gateway's own typed configuration accepts it (unknown keys are errors there)
+    let typed: jitsh_gateway::config::Config =
+        serde_saphyr::from_str(m.config_file("config.yaml")).unwrap();
+    assert_eq!(typed.kubernetes.in_cluster, Some(true));
+    assert!(typed.admin.is_some());
     let config = m.config();
     let keys = |v: &Value| -> BTreeSet<String> { v.as_object().unwrap().keys().cloned().collect() };
     let allowed: BTreeSet<String> = [
