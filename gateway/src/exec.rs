@@ -188,6 +188,26 @@ where
     Ok(total)
 }
 
+/// Sends the initial terminal size, then forwards each resize until either side closes.
+async fn forward_resizes(
+    size: Tty,
+    mut rx: tokio::sync::mpsc::Receiver<Tty>,
+    mut tx: futures::channel::mpsc::Sender<kube::api::TerminalSize>,
+) -> tokio::task::JoinHandle<()> {
+    let ts = |t: Tty| kube::api::TerminalSize {
+        width: t.cols,
+        height: t.rows,
+    };
+    let _ = tx.send(ts(size)).await;
+    tokio::spawn(async move {
+        while let Some(t) = rx.recv().await {
+            if tx.send(ts(t)).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 /// Terminal request of the SSH channel.
 #[derive(Debug, Clone, Copy)]
 pub struct Tty {
@@ -306,24 +326,8 @@ where
             let _ = w.shutdown().await;
         }));
     }
-    if let (Some(size), Some(mut rx), Some(mut tx)) = (tty, resize, p.terminal_size()) {
-        let _ = tx
-            .send(kube::api::TerminalSize {
-                width: size.cols,
-                height: size.rows,
-            })
-            .await;
-        tasks.push(tokio::spawn(async move {
-            while let Some(t) = rx.recv().await {
-                let ts = kube::api::TerminalSize {
-                    width: t.cols,
-                    height: t.rows,
-                };
-                if tx.send(ts).await.is_err() {
-                    break;
-                }
-            }
-        }));
+    if let (Some(size), Some(rx), Some(tx)) = (tty, resize, p.terminal_size()) {
+        tasks.push(forward_resizes(size, rx, tx).await);
     }
     let err_task = p.stderr().map(|mut e| {
         tokio::spawn(async move {
@@ -394,28 +398,10 @@ where
             let _ = w.shutdown().await;
         }));
     }
-    if let (Some(size), Some(mut rx)) = (tty, resize)
-        && let Some(mut tx) = procs.first_mut().and_then(|p| p.terminal_size())
+    if let (Some(size), Some(rx)) = (tty, resize)
+        && let Some(tx) = procs.first_mut().and_then(|p| p.terminal_size())
     {
-        {
-            let _ = tx
-                .send(kube::api::TerminalSize {
-                    width: size.cols,
-                    height: size.rows,
-                })
-                .await;
-            tasks.push(tokio::spawn(async move {
-                while let Some(t) = rx.recv().await {
-                    let ts = kube::api::TerminalSize {
-                        width: t.cols,
-                        height: t.rows,
-                    };
-                    if tx.send(ts).await.is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
+        tasks.push(forward_resizes(size, rx, tx).await);
     }
     // stage i stdout → stage i+1 stdin
     for i in 0..procs.len().saturating_sub(1) {

@@ -3,88 +3,13 @@
 //! recordings, and "nothing reaches a pod without a decision".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Dev {
-    child: Child,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Dev {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--dev-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let l = lines.next().expect("serve --dev exited").unwrap();
-        if l.contains("jitsh dev gateway ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Dev {
-        child,
-        dir,
-        _tmp: tmp,
-    }
-}
-
-fn ssh(dir: &Path, user: &str, cmd: &str, stdin: &[u8]) -> Output {
-    let mut c = Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(dir.join("ssh_config"))
-        .arg(format!("{user}@jitsh"))
-        .arg(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut i = c.stdin.take().unwrap();
-    i.write_all(stdin).unwrap();
-    drop(i);
-    c.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+mod common;
+use common::{eventually, jsonl, ssh, start_dev as start, text};
 
 /// Every exec kube-sim recorded has a `command.allowed` (or break-glass start) event with the
 /// same id in the gateway's audit log: nothing reaches a pod without a decision.

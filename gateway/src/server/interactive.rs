@@ -588,6 +588,29 @@ pub(super) async fn break_glass(
     )
     .await;
     pump.abort();
+    conclude(
+        ctx,
+        res,
+        rec.as_ref(),
+        Some("break-glass end: review owed"),
+        ev,
+        started,
+        "breakglass.end",
+    )
+    .await
+}
+
+/// Ends a shell or attach session: the exit status (a Kubernetes error as one line), the
+/// recording's last marker and sync, and the end event.
+async fn conclude(
+    ctx: &Ctx<'_>,
+    res: Result<u32, exec::KubeError>,
+    rec: Option<&Arc<Recorder>>,
+    marker: Option<&str>,
+    mut ev: serde_json::Value,
+    started: Instant,
+    kind: &str,
+) -> u32 {
     let code = match res {
         Ok(c) => c,
         Err(e) => {
@@ -595,14 +618,15 @@ pub(super) async fn break_glass(
             1
         }
     };
-    if let Some(r) = &rec {
-        let _ = r.event("m", "break-glass end: review owed");
+    if let Some(r) = rec {
+        if let Some(m) = marker {
+            let _ = r.event("m", m);
+        }
         r.finish();
     }
-    let mut end = ev;
-    end["exit"] = json!(code);
-    end["duration_ms"] = json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    ctx.gw.record("breakglass.end", end);
+    ev["exit"] = json!(code);
+    ev["duration_ms"] = json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    ctx.gw.record(kind, ev);
     code
 }
 
@@ -709,18 +733,5 @@ pub(super) async fn attach(
     )
     .await;
     pump.abort();
-    let code = match res {
-        Ok(c) => c,
-        Err(e) => {
-            ctx.say(&e.to_string()).await;
-            1
-        }
-    };
-    if let Some(r) = &rec {
-        r.finish();
-    }
-    ev["exit"] = json!(code);
-    ev["duration_ms"] = json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    ctx.gw.record("attach.end", ev);
-    code
+    conclude(ctx, res, rec.as_ref(), None, ev, started, "attach.end").await
 }
