@@ -302,6 +302,35 @@ fn gateway_words_and_large_output() {
     for l in ours.lines() {
         assert!(theirs.contains(l), "{l:?} not in kubectl logs");
     }
+    // -f: a line the app writes after we connect arrives (the demo app writes one a second)
+    let mut follow = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(d.join("ssh_config"))
+        .args(["alice@jitsh", "logs payments/api-0 -f --tail 1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the tail line");
+    let later = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a line written later");
+    assert_ne!(first, later);
+    let _ = follow.kill();
+    let _ = follow.wait();
     let o = ssh(d, "alice", "logs payments/api-0 --tail nope", b"");
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("--tail wants a number"));
