@@ -128,6 +128,7 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
                         ..gw.verifier.load().config().clone()
                     };
                     gw.verifier.store(Arc::new(Verifier::new(cfg)));
+                    gw.revocations_changed.notify_waiters();
                     reloaded(&gw, "revocations", "ok", json!({}));
                     tracing::info!("revocations reloaded");
                 }

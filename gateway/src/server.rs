@@ -74,6 +74,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     track: Mutex<Tracking>,
     drained: tokio::sync::Notify,
+    /// Woken when the revocation list changes, so running sessions re-check their certificate.
+    pub(crate) revocations_changed: tokio::sync::Notify,
     stopping: CancellationToken,
     kill: CancellationToken,
 }
@@ -98,6 +100,7 @@ impl Gateway {
             metrics: Metrics::default(),
             track: Mutex::new(Tracking::default()),
             drained: tokio::sync::Notify::new(),
+            revocations_changed: tokio::sync::Notify::new(),
             stopping: CancellationToken::new(),
             kill: CancellationToken::new(),
         }
@@ -649,9 +652,13 @@ impl russh::server::Handler for Conn {
         let tty = self.ptys.get(&channel).copied();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         self.resize.insert(channel, tx);
-        let text = std::str::from_utf8(data)
-            .map(str::to_owned)
-            .map_err(|e| e.valid_up_to());
+        // A certificate's force-command replaces whatever the client asked for (as in sshd).
+        let text = match id.force_command() {
+            Some(fc) => Ok(fc.to_owned()),
+            None => std::str::from_utf8(data)
+                .map(str::to_owned)
+                .map_err(|e| e.valid_up_to()),
+        };
         let gw = self.gw.clone();
         let sid = self.session_id.clone();
         let peer = self.peer;
@@ -688,7 +695,7 @@ impl russh::server::Handler for Conn {
                     };
                     tokio::select! {
                         code = run => code,
-                        reason = clock.expired(&gw, &write) => {
+                        reason = clock.expired(&gw, &id, &write) => {
                             let _ = write
                                 .extended_data_bytes(1, format!("\r\njitsh: session closed: {reason}\r\n"))
                                 .await;
@@ -777,11 +784,24 @@ impl Clock {
 
     /// Resolves with the reason when the session must end; one minute before a fixed end
     /// (certificate, grant, policy maximum) it writes a one-line warning to `write`.
-    async fn expired(&self, gw: &Gateway, write: &russh::ChannelWriteHalf<Msg>) -> String {
+    async fn expired(
+        &self,
+        gw: &Gateway,
+        id: &VerifiedIdentity,
+        write: &russh::ChannelWriteHalf<Msg>,
+    ) -> String {
         const WARN: Duration = Duration::from_secs(60);
         let mut warned = false;
         loop {
             let changed = self.changed.notified();
+            let revoked = gw.revocations_changed.notified();
+            {
+                let v = gw.verifier.load();
+                let list = &v.config().revocations;
+                if list.is_serial_revoked(id.serial()) || list.is_key_id_revoked(id.key_id()) {
+                    return "your certificate was revoked".into();
+                }
+            }
             let (end, why, idle) = *self
                 .limits
                 .lock()
@@ -813,6 +833,7 @@ impl Clock {
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = changed => {}
+                () = revoked => {}
                 () = gw.kill.cancelled() => return "the gateway is shutting down".into(),
             }
         }

@@ -485,8 +485,27 @@ fn configured_gateway_end_to_end() {
         ) >= 1.0
     );
 
-    // revocation reload: alice's certificate by key id
+    // revocation reload: alice's certificate by key id — a running session ends, new ones fail
+    let mut long = ssh_cmd(d, "alice", "payments/api-0 -- sleep 30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("alice's long session is running", || {
+        metric(admin, "jitsh_active_sessions") >= 1.0
+    });
     std::fs::write(d.join("revoked"), "key-id:alice@example.com\n").unwrap();
+    let mut err = String::new();
+    long.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(long.wait().unwrap().code(), Some(255));
+    assert!(
+        err.contains("session closed: your certificate was revoked"),
+        "{err}"
+    );
     eventually("alice is refused after revocation", || {
         ssh(d, "alice", "whoami").status.code() == Some(255)
     });
@@ -641,5 +660,29 @@ fn the_documented_example_runs() {
         std::fs::read_to_string(d.join("audit.jsonl"))
             .unwrap()
             .contains("command.allowed")
+    );
+    // a certificate's force-command replaces the requested command
+    keygen(&[
+        "-q",
+        "-s",
+        p(&d.join("user_ca")),
+        "-I",
+        "alice@example.com",
+        "-n",
+        "alice",
+        "-V",
+        "-1m:+1h",
+        "-O",
+        "extension:groups@jitsh.dev=oncall-payments",
+        "-O",
+        "force-command=whoami",
+        p(&d.join("alice.pub")),
+    ]);
+    let o = ssh(d, "alice", "payments/api-0 -- date");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("identity: alice@example.com"),
+        "{}",
+        text(&o.stdout)
     );
 }
