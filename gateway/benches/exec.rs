@@ -18,15 +18,19 @@
 //! recorded in `docs/benchmarks.md`. `EXEC_BENCH_QUICK=1` (or running it without `--bench`, as
 //! `cargo test --benches` does) runs each measurement a few times only, to check the harness.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
+
+#[path = "exec/servers.rs"]
+mod servers;
+
+use servers::{DevGateway, Sshd};
 
 const MIB: usize = 1024 * 1024;
 const OUT_BYTES: usize = 100 * MIB;
@@ -48,7 +52,7 @@ fn main() -> Result<()> {
     let sshd = Sshd::start(&tmp.path().join("sshd"))?;
     let env = Env {
         dev: gateway.dir.clone(),
-        gateway_pid: gateway.proc.child.id(),
+        gateway_pid: gateway.pid(),
         sshd: &sshd,
     };
 
@@ -278,10 +282,14 @@ impl Env<'_> {
     ) -> Result<Run> {
         let server = match via {
             Via::Gateway | Via::Kubectl => self.gateway_pid,
-            Via::OpenSsh | Via::OpenSshCurve25519 => self.sshd.proc.child.id(),
+            Via::OpenSsh | Via::OpenSshCurve25519 => self.sshd.pid(),
         };
         timed(server, samples, || {
-            run(self.command(via, what), stdin, via.name())
+            let expected = match what {
+                What::CatBig => OUT_BYTES,
+                What::Date | What::Sha256 => 0,
+            };
+            run(self.command(via, what), stdin, expected, via.name())
         })
     }
 
@@ -302,7 +310,9 @@ impl Env<'_> {
         c.arg("-F")
             .arg(self.dev.join("ssh_config"))
             .args(["alice@jitsh", "whoami"]);
-        let r = timed(self.gateway_pid, samples, || run(c, None, "gateway whoami"))?;
+        let r = timed(self.gateway_pid, samples, || {
+            run(c, None, 0, "gateway whoami")
+        })?;
         let out = String::from_utf8_lossy(&r.stdout);
         ensure!(
             out.contains("user: alice"),
@@ -311,8 +321,8 @@ impl Env<'_> {
         Ok(r)
     }
 
-    /// Writes `data` to the pod's `/var/log/big.bin` (as admin, unfiltered) and next to sshd,
-    /// and checks both copies.
+    /// Writes `data` to the pod's `/var/log/big.bin` (as admin, unfiltered) and checks it there;
+    /// writes the same bytes next to sshd.
     fn put_big_file(&self, data: &Arc<Vec<u8>>, sha: &str) -> Result<()> {
         let mut c = self.kubectl("admin");
         c.args(["exec", "-i", "-n", "payments", "api-0", "--", "sh", "-c"])
@@ -320,6 +330,7 @@ impl Env<'_> {
         run(
             c,
             Some(data.clone()),
+            0,
             "admin: write the big file into the pod",
         )?;
         let mut c = self.kubectl("admin");
@@ -332,7 +343,7 @@ impl Env<'_> {
             "sha256sum",
             BIG_IN_POD,
         ]);
-        let r = run(c, None, "admin: sha256sum of the big file in the pod")?;
+        let r = run(c, None, 0, "admin: sha256sum of the big file in the pod")?;
         let said = String::from_utf8_lossy(&r.stdout);
         ensure!(
             said.starts_with(sha),
@@ -384,7 +395,8 @@ fn cpu(pid: &str) -> Result<Cpu> {
 }
 
 /// Runs `cmd` to completion, feeding `stdin` (else /dev/null); fails unless it exits 0.
-fn run(mut cmd: Command, stdin: Option<Arc<Vec<u8>>>, label: &str) -> Result<Run> {
+/// `expected` bytes of output are allocated up front.
+fn run(mut cmd: Command, stdin: Option<Arc<Vec<u8>>>, expected: usize, label: &str) -> Result<Run> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -392,6 +404,7 @@ fn run(mut cmd: Command, stdin: Option<Arc<Vec<u8>>>, label: &str) -> Result<Run
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    let mut stdout = Vec::with_capacity(expected + 1);
     let started = SystemTime::now();
     let t0 = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("{label}: spawn"))?;
@@ -405,7 +418,6 @@ fn run(mut cmd: Command, stdin: Option<Arc<Vec<u8>>>, label: &str) -> Result<Run
         let _ = err.read_to_end(&mut v);
         v
     });
-    let mut stdout = Vec::new();
     child
         .stdout
         .take()
@@ -431,177 +443,6 @@ fn run(mut cmd: Command, stdin: Option<Arc<Vec<u8>>>, label: &str) -> Result<Run
         ended,
         stdout,
     })
-}
-
-/// A child process stopped when dropped: SIGTERM (so `serve --dev` stops its containers),
-/// then SIGKILL after five seconds.
-struct Guard {
-    child: Child,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let until = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < until {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// `jitsh serve --dev` on 127.0.0.1.
-struct DevGateway {
-    dir: PathBuf,
-    proc: Guard,
-}
-
-impl DevGateway {
-    fn start(base: &Path) -> Result<Self> {
-        std::fs::create_dir_all(base)?;
-        let dir = base.join("dev");
-        let log = base.join("gateway.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
-            .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--dev-dir"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting jitsh serve --dev")?;
-        let mut proc = Guard { child };
-        let out = proc.child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(out).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("jitsh dev gateway ready") => break,
-                Some(Ok(_)) => {}
-                _ => bail!(
-                    "jitsh serve --dev exited before it was ready:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ),
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(DevGateway { dir, proc })
-    }
-}
-
-/// A private OpenSSH server on 127.0.0.1: own host key, own authorized_keys, root by key only.
-///
-/// `HOME` is set to an empty directory (`SetEnv`): Debian's bash sources `~/.bashrc` for commands
-/// run by sshd, and a developer's rc files (pyenv init: +300 ms here) are not OpenSSH's cost.
-struct Sshd {
-    dir: PathBuf,
-    port: u16,
-    big_file: PathBuf,
-    proc: Guard,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Result<Self> {
-        ensure_sshd_installed()?;
-        std::fs::create_dir_all(dir.join("home"))?;
-        for key in ["host_ed25519", "client_ed25519"] {
-            let ok = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
-                .arg(dir.join(key))
-                .status()
-                .context("ssh-keygen")?;
-            ensure!(ok.success(), "ssh-keygen {key}: {ok}");
-        }
-        std::fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys"))?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let host_pub = std::fs::read_to_string(dir.join("host_ed25519.pub"))?;
-        std::fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {host_pub}"),
-        )?;
-        let d = dir.display();
-        std::fs::write(
-            dir.join("sshd_config"),
-            format!(
-                "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_ed25519\nAuthorizedKeysFile {d}/authorized_keys\n\
-                 PermitRootLogin prohibit-password\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nPrintMotd no\n\
-                 PrintLastLog no\nUseDNS no\nSetEnv HOME={d}/home\nLogLevel INFO\n"
-            ),
-        )?;
-        std::fs::write(
-            dir.join("ssh_config"),
-            format!(
-                "Host *\n  UserKnownHostsFile {d}/known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  \
-                 IdentitiesOnly yes\n  IdentityAgent none\n  PreferredAuthentications publickey\n  BatchMode yes\n  LogLevel ERROR\n"
-            ),
-        )?;
-        let log = dir.join("sshd.log");
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting sshd")?;
-        let mut proc = Guard { child };
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = proc.child.try_wait()?;
-            if exited.is_some() || Instant::now() > until {
-                bail!(
-                    "sshd did not start ({exited:?}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Sshd {
-            big_file: dir.join("big.bin"),
-            dir: dir.to_owned(),
-            port,
-            proc,
-        })
-    }
-
-    /// `ssh -p PORT -i KEY root@127.0.0.1`, with the bench's known_hosts.
-    fn client(&self, opts: &[&str]) -> Command {
-        let mut c = Command::new(SSH);
-        c.arg("-F")
-            .arg(self.dir.join("ssh_config"))
-            .args(opts)
-            .args(["-p", &self.port.to_string(), "-i"])
-            .arg(self.dir.join("client_ed25519"))
-            .arg("root@127.0.0.1");
-        c
-    }
-
-    fn big_file_str(&self) -> &str {
-        self.big_file.to_str().unwrap_or("/nonexistent")
-    }
-}
-
-/// Installs Debian's openssh-server if `/usr/sbin/sshd` is missing; creates its privilege
-/// separation directory.
-fn ensure_sshd_installed() -> Result<()> {
-    if !Path::new(SSHD).exists() {
-        eprintln!("exec bench: {SSHD} missing, installing openssh-server with apt-get");
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "openssh-server"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("apt-get")?;
-        ensure!(ok.success(), "apt-get install openssh-server: {ok}");
-    }
-    std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
-    Ok(())
 }
 
 /// Medians of the gateway's own timestamps for the `date` runs: where its time goes.
