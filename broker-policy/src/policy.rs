@@ -4,7 +4,7 @@
 mod decide;
 mod load;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -89,6 +89,19 @@ impl Mode {
     }
 }
 
+/// A set of modes, one bit each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Modes(u8);
+
+impl Modes {
+    fn insert(&mut self, m: Mode) {
+        self.0 |= 1 << (m as u8);
+    }
+    fn contains(self, m: Mode) -> bool {
+        self.0 & (1 << (m as u8)) != 0
+    }
+}
+
 /// Session limits of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -147,7 +160,7 @@ pub struct Rule {
     groups: Vec<String>,
     users: Vec<String>,
     targets: Vec<TargetRule>,
-    modes: BTreeSet<Mode>,
+    modes: Modes,
     commands: Vec<Pattern>,
     deny: Vec<Pattern>,
     approval_required: Vec<Pattern>,
@@ -157,6 +170,9 @@ pub struct Rule {
     approval: Option<Approval>,
     break_glass: Option<BreakGlass>,
     limits: Limits,
+    /// The interned program of each `commands`, `deny` and `approvalRequired` pattern, in the
+    /// same order, and the sorted distinct programs of `commands` (set by `Policy::indexed`).
+    ids: decide::RulePrograms,
 }
 
 impl Rule {
@@ -186,9 +202,9 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
-    /// Rule indices by granted subject and namespace (`g:GROUP|NS`, `u:USER|*`), so a decision
-    /// looks only at the rules that name the requester there.
-    by_subject: std::collections::HashMap<String, Vec<usize>>,
+    /// Which rules name which subject in which namespace, and the programs the rules name, so a
+    /// decision looks only at the rules that name the requester there.
+    index: decide::Index,
 }
 
 /// A pod or container name glob; the common shapes (`*`, `name`, `prefix-*`) skip the regex.
@@ -316,13 +332,19 @@ impl Decision {
     }
     /// The permit to act, when allowed; else the decision back.
     pub fn permit(self) -> Result<Permit, Decision> {
-        match (self.effect, &self.rule) {
-            (Effect::Allow, Some(rule)) => Ok(Permit {
-                rule: rule.clone(),
-                stages: self.stages,
-                limits: self.limits,
+        match self {
+            Decision {
+                effect: Effect::Allow,
+                rule: Some(rule),
+                stages,
+                limits,
+                ..
+            } => Ok(Permit {
+                rule,
+                stages,
+                limits,
             }),
-            _ => Err(self),
+            d => Err(d),
         }
     }
 }

@@ -1,93 +1,175 @@
 //! Evaluation: the rules that apply to a request, and the decision with its reasons.
+//!
+//! The hot path is built at load time: an index from each granted user or group to the rules
+//! that name it, per namespace; every program a pattern names interned as a number (in sorted
+//! order, so sorting numbers sorts names); and, per decision, each argument normalised as a path
+//! once. A decision then hashes the requester's names and the program once, compares numbers to
+//! skip patterns for other programs, and allocates only the argv it permits. Reason text is
+//! built only for denials.
 
-use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
+
+use rustc_hash::FxHashMap;
 
 use super::{Action, Decision, Effect, Limits, Mode, Policy, Request, Rule, Subject, Target};
 use crate::command_line::CommandLine;
-use crate::pattern::{Pattern, normalize_path, program_name};
+use crate::pattern::{Args, Pattern, normalize_path, program_name};
+
+// The maps are keyed by names from the policy and only looked up with names from a request, so
+// a request cannot grow a bucket: the unkeyed Fx hash is safe here and several times cheaper
+// than SipHash on short names.
+
+/// Rule indices by granted subject and namespace, and the programs the patterns name.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Index {
+    users: FxHashMap<Box<str>, Grants>,
+    groups: FxHashMap<Box<str>, Grants>,
+    programs: FxHashMap<Box<str>, u32>,
+    program_names: Vec<Box<str>>,
+}
+
+/// The rules that grant one subject: in every namespace (`*`), and per namespace.
+#[derive(Debug, Clone, Default)]
+struct Grants {
+    any_namespace: Vec<u32>,
+    by_namespace: FxHashMap<Box<str>, Vec<u32>>,
+}
+
+impl Grants {
+    fn add(&mut self, rule: u32, namespaces: &[&str]) {
+        for ns in namespaces {
+            let v = if *ns == "*" {
+                &mut self.any_namespace
+            } else {
+                self.by_namespace.entry((*ns).into()).or_default()
+            };
+            if v.last() != Some(&rule) {
+                v.push(rule);
+            }
+        }
+    }
+}
+
+/// A rule's patterns' programs as interned numbers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RulePrograms {
+    commands: Vec<u32>,
+    deny: Vec<u32>,
+    approval_required: Vec<u32>,
+    /// Distinct programs of `commands`, sorted.
+    allowed: Vec<u32>,
+}
+
+/// `namespace/pod`, for reasons.
+struct Place<'a>(&'a Target);
+
+impl fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0.namespace, self.0.pod)
+    }
+}
 
 impl Policy {
-    pub(super) fn indexed(rules: Vec<Rule>) -> Policy {
-        let mut by_subject: std::collections::HashMap<String, Vec<usize>> =
-            std::collections::HashMap::new();
-        for (i, r) in rules.iter().enumerate() {
-            let subjects = r
-                .groups
+    pub(super) fn indexed(mut rules: Vec<Rule>) -> Policy {
+        let mut names: Vec<&str> = rules
+            .iter()
+            .flat_map(|r| r.commands.iter().chain(&r.deny).chain(&r.approval_required))
+            .map(Pattern::program)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let program_names: Vec<Box<str>> = names.into_iter().map(Box::from).collect();
+        let programs: FxHashMap<Box<str>, u32> = program_names
+            .iter()
+            .zip(0u32..)
+            .map(|(n, i)| (n.clone(), i))
+            .collect();
+        let id = |p: &Pattern| programs.get(p.program()).copied().unwrap_or(u32::MAX);
+        let mut index = Index::default();
+        for (i, r) in (0u32..).zip(rules.iter_mut()) {
+            let mut allowed: Vec<u32> = r.commands.iter().map(id).collect();
+            r.ids = RulePrograms {
+                commands: allowed.clone(),
+                deny: r.deny.iter().map(id).collect(),
+                approval_required: r.approval_required.iter().map(id).collect(),
+                allowed: {
+                    allowed.sort_unstable();
+                    allowed.dedup();
+                    allowed
+                },
+            };
+            let mut namespaces: Vec<&str> = r
+                .targets
                 .iter()
-                .map(|g| format!("g:{g}"))
-                .chain(r.users.iter().map(|u| format!("u:{u}")));
-            for subject in subjects {
-                let namespaces: BTreeSet<&str> = r
-                    .targets
-                    .iter()
-                    .flat_map(|t| t.namespaces.iter().map(String::as_str))
-                    .collect();
-                for ns in namespaces {
-                    let v = by_subject.entry(format!("{subject}|{ns}")).or_default();
-                    if v.last() != Some(&i) {
-                        v.push(i);
-                    }
-                }
+                .flat_map(|t| t.namespaces.iter().map(String::as_str))
+                .collect();
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            for g in &r.groups {
+                index
+                    .groups
+                    .entry(g.as_str().into())
+                    .or_default()
+                    .add(i, &namespaces);
+            }
+            for u in &r.users {
+                index
+                    .users
+                    .entry(u.as_str().into())
+                    .or_default()
+                    .add(i, &namespaces);
             }
         }
-        Policy { rules, by_subject }
+        index.programs = programs;
+        index.program_names = program_names;
+        Policy { rules, index }
     }
 
-    /// Indices of the rules that name the subject and the namespace (or `*`), in policy order.
-    fn candidates(&self, subject: &Subject, namespace: &str) -> Vec<usize> {
-        let mut idx: Vec<usize> = Vec::new();
-        let mut key = String::with_capacity(96);
-        let names =
-            std::iter::once(("u:", &subject.user)).chain(subject.groups.iter().map(|g| ("g:", g)));
-        for (prefix, name) in names {
-            for ns in [namespace, "*"] {
-                key.clear();
-                key.push_str(prefix);
-                key.push_str(name);
-                key.push('|');
-                key.push_str(ns);
-                if let Some(v) = self.by_subject.get(&key) {
-                    idx.extend_from_slice(v);
-                }
+    /// The rules that grant `mode` to the subject on the target, in policy order.
+    fn applicable(&self, subject: &Subject, target: &Target, mode: Mode) -> Vec<&Rule> {
+        let mut out: Vec<&Rule> = Vec::with_capacity(16);
+        let mut add = |g: &Grants| {
+            let by_ns = g.by_namespace.get(target.namespace.as_str());
+            for &i in g.any_namespace.iter().chain(by_ns.into_iter().flatten()) {
+                out.extend(self.rules.get(i as usize));
+            }
+        };
+        if let Some(g) = self.index.users.get(subject.user.as_str()) {
+            add(g);
+        }
+        for group in &subject.groups {
+            if let Some(g) = self.index.groups.get(group.as_str()) {
+                add(g);
             }
         }
-        idx.sort_unstable();
-        idx.dedup();
-        idx
-    }
-
-    fn applicable<'a>(
-        &'a self,
-        subject: &'a Subject,
-        target: &'a Target,
-        mode: Mode,
-    ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.candidates(subject, &target.namespace)
-            .into_iter()
-            .map(|i| &self.rules[i])
-            .filter(move |r| {
-                r.modes.contains(&mode)
-                    && r.targets.iter().any(|t| {
-                        t.namespaces
-                            .iter()
-                            .any(|n| n == "*" || *n == target.namespace)
-                            && (t.pods.is_empty() || t.pods.iter().any(|g| g.is_match(&target.pod)))
-                            && (t.containers.is_empty()
-                                || t.containers.iter().any(|g| g.is_match(&target.container)))
-                            && t.labels
-                                .iter()
-                                .all(|(k, v)| target.labels.get(k) == Some(v))
-                    })
-            })
+        // Policy order: the rules live in one Vec, so address order is index order.
+        out.sort_unstable_by_key(|r| std::ptr::from_ref::<Rule>(r).addr());
+        out.dedup_by(|a, b| std::ptr::eq(*a, *b));
+        out.retain(|r| applies(r, target, mode));
+        out
     }
 
     /// Programs allowed for `mode` on the target (for `help` and reasons).
     pub fn allowed_summary(&self, subject: &Subject, target: &Target, mode: Mode) -> Vec<String> {
-        let set: BTreeSet<String> = self
-            .applicable(subject, target, mode)
-            .flat_map(|r| r.commands.iter().map(|p| p.program().to_owned()))
-            .collect();
-        set.into_iter().collect()
+        let rules = self.applicable(subject, target, mode);
+        self.allowed_programs(&rules).map(str::to_owned).collect()
+    }
+
+    /// The distinct programs the rules' `commands` name, sorted (program numbers are in name
+    /// order, so a bit set gives them sorted without sorting).
+    fn allowed_programs<'a>(&'a self, rules: &[&Rule]) -> impl Iterator<Item = &'a str> + 'a {
+        let mut set = vec![0u64; self.index.program_names.len().div_ceil(64)];
+        for id in rules.iter().flat_map(|r| &r.ids.allowed) {
+            if let Some(w) = set.get_mut((id / 64) as usize) {
+                *w |= 1 << (id % 64);
+            }
+        }
+        self.index
+            .program_names
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| set.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0))
+            .map(|(_, n)| &**n)
     }
 
     /// Session limits for the subject on the target: the strictest of the applicable rules.
@@ -112,13 +194,13 @@ impl Policy {
     /// Decides a request. Default deny; explicit `deny` patterns win; each pipeline stage is
     /// decided on its own.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
-        let rules: Vec<&Rule> = self.applicable(req.subject, req.target, req.mode).collect();
-        let where_ = format!("{}/{}", req.target.namespace, req.target.pod);
+        let rules = self.applicable(req.subject, req.target, req.mode);
+        let place = Place(req.target);
         let Some(first) = rules.first() else {
             return Decision::deny(
                 None,
                 format!(
-                    "no rule grants {} on {where_} to {}",
+                    "no rule grants {} on {place} to {}",
                     req.mode.as_str(),
                     req.subject.user
                 ),
@@ -128,7 +210,7 @@ impl Policy {
             Action::Session => Decision::allow(first, Vec::new()),
             Action::Port(p) => match rules.iter().find(|r| r.ports.contains(&p)) {
                 Some(r) => Decision::allow(r, Vec::new()),
-                None => Decision::deny(Some(first), format!("port {p} is not allowed on {where_}")),
+                None => Decision::deny(Some(first), format!("port {p} is not allowed on {place}")),
             },
             Action::Path(path) => {
                 let Some(norm) = normalize_path(path) else {
@@ -144,76 +226,70 @@ impl Policy {
                     Some(r) => Decision::allow(r, vec![vec![norm]]),
                     None => Decision::deny(
                         Some(first),
-                        format!("'{norm}' is not an allowed file on {where_}"),
+                        format!("'{norm}' is not an allowed file on {place}"),
                     ),
                 }
             }
-            Action::Command(line) => self.decide_command(&rules, line, &where_),
+            Action::Command(line) => self.decide_command(&rules, line, &place),
         }
     }
 
-    fn decide_command(&self, rules: &[&Rule], line: &CommandLine, where_: &str) -> Decision {
-        let mut out = Vec::new();
+    fn decide_command(&self, rules: &[&Rule], line: &CommandLine, place: &Place<'_>) -> Decision {
+        let pipeline = line.is_pipeline();
+        let mut out = Vec::with_capacity(line.stages().len());
         let mut chosen: Option<&Rule> = None;
         let mut needs_approval = false;
         for (i, stage) in line.stages().iter().enumerate() {
-            let program = stage
-                .first()
-                .map(|a| program_name(a).unwrap_or(a))
-                .unwrap_or("");
-            for r in rules {
-                if r.deny.iter().any(|p| p.matches(stage).is_some()) {
-                    return Decision::deny(
-                        Some(r),
-                        format!(
-                            "'{program}' with these arguments is denied on {where_} (rule {})",
-                            r.name
-                        ),
-                    );
+            let name = stage.first().and_then(|a| program_name(a));
+            // A program no pattern names can match nothing, `deny` included.
+            let id = name.and_then(|n| self.index.programs.get(n).copied());
+            let hit = id.and_then(|id| {
+                let args = Args::new(stage);
+                if let Some(r) = rules
+                    .iter()
+                    .find(|r| of(&r.ids.deny, &r.deny, id).any(|p| p.is_match_args(&args)))
+                {
+                    return Some(Err(*r));
                 }
-            }
-            let hit = rules.iter().find_map(|r| {
-                if line.is_pipeline() && !r.pipelines {
-                    return None;
-                }
-                if let Some(a) = r.approval_required.iter().find_map(|p| p.matches(stage)) {
-                    return Some((r, a, true));
-                }
-                let m = |p: &Pattern| {
-                    if i == 0 {
-                        p.matches(stage)
-                    } else {
-                        p.matches_downstream(stage)
+                rules.iter().find_map(|r| {
+                    if pipeline && !r.pipelines {
+                        return None;
                     }
-                };
-                r.commands.iter().find_map(m).map(|a| (r, a, false))
+                    if let Some(a) = of(&r.ids.approval_required, &r.approval_required, id)
+                        .find_map(|p| p.match_args(&args))
+                    {
+                        return Some(Ok((*r, a, true)));
+                    }
+                    of(&r.ids.commands, &r.commands, id)
+                        .find_map(|p| {
+                            if i == 0 {
+                                p.match_args(&args)
+                            } else {
+                                p.match_args_downstream(&args)
+                            }
+                        })
+                        .map(|a| Ok((*r, a, false)))
+                })
             });
             match hit {
-                Some((r, argv, approval)) => {
+                Some(Ok((r, argv, approval))) => {
                     chosen.get_or_insert(r);
                     needs_approval |= approval;
                     out.push(argv);
                 }
+                Some(Err(r)) => {
+                    let program = name.unwrap_or_default();
+                    return Decision::deny(
+                        Some(r),
+                        format!(
+                            "'{program}' with these arguments is denied on {place} (rule {})",
+                            r.name
+                        ),
+                    );
+                }
                 None => {
-                    let allowed: BTreeSet<&str> = rules
-                        .iter()
-                        .flat_map(|r| r.commands.iter().map(Pattern::program))
-                        .collect();
-                    let allowed = allowed.into_iter().collect::<Vec<_>>().join(", ");
-                    let rule = rules.first().map(|r| r.name.as_str()).unwrap_or("-");
-                    let why = if line.is_pipeline() && !rules.iter().any(|r| r.pipelines) {
-                        format!("pipelines are not allowed on {where_} (rule {rule})")
-                    } else if allowed.split(", ").any(|a| a == program) {
-                        format!(
-                            "'{program}' is allowed on {where_} only as: {} (rule {rule})",
-                            self.forms(rules, program)
-                        )
-                    } else {
-                        format!(
-                            "'{program}' is not allowed on {where_}; allowed here: {allowed} (rule {rule})"
-                        )
-                    };
-                    return Decision::deny(rules.first().copied(), why);
+                    let program = stage.first().map(|a| name.unwrap_or(a)).unwrap_or_default();
+                    return self.refuse(rules, line, program, id, place);
                 }
             }
         }
@@ -230,13 +306,71 @@ impl Policy {
         d
     }
 
-    fn forms(&self, rules: &[&Rule], program: &str) -> String {
-        rules
-            .iter()
-            .flat_map(|r| r.commands.iter())
-            .filter(|p| p.program() == program)
-            .map(|p| format!("'{}'", p.source()))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// The denial of a stage no rule allows, saying what is allowed instead.
+    fn refuse(
+        &self,
+        rules: &[&Rule],
+        line: &CommandLine,
+        program: &str,
+        id: Option<u32>,
+        place: &Place<'_>,
+    ) -> Decision {
+        let rule = rules.first().map_or("-", |r| r.name.as_str());
+        let allowed_here = |id: u32| rules.iter().any(|r| r.ids.allowed.contains(&id));
+        let mut why = String::with_capacity(128);
+        // Writing to a String cannot fail.
+        let _ = if line.is_pipeline() && !rules.iter().any(|r| r.pipelines) {
+            write!(why, "pipelines are not allowed on {place} (rule {rule})")
+        } else if let Some(id) = id.filter(|id| allowed_here(*id)) {
+            let _ = write!(why, "'{program}' is allowed on {place} only as: ");
+            let mut forms: Vec<&str> = Vec::new();
+            for p in rules
+                .iter()
+                .flat_map(|r| of(&r.ids.commands, &r.commands, id))
+            {
+                if !forms.contains(&p.source()) {
+                    let sep = if forms.is_empty() { "" } else { ", " };
+                    let _ = write!(why, "{sep}'{}'", p.source());
+                    forms.push(p.source());
+                }
+            }
+            write!(why, " (rule {rule})")
+        } else {
+            let _ = write!(why, "'{program}' is not allowed on {place}; allowed here: ");
+            for (i, name) in self.allowed_programs(rules).enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(why, "{sep}{name}");
+            }
+            write!(why, " (rule {rule})")
+        };
+        Decision::deny(rules.first().copied(), why)
     }
+}
+
+/// The patterns of `pats` whose program is `id` (`ids` holds the program of each).
+fn of<'p>(ids: &'p [u32], pats: &'p [Pattern], id: u32) -> impl Iterator<Item = &'p Pattern> {
+    ids.iter()
+        .zip(pats)
+        .filter(move |(p, _)| **p == id)
+        .map(|(_, pat)| pat)
+}
+
+/// Whether a candidate rule (one the index found for the target's namespace) grants `mode` on
+/// the target.
+fn applies(r: &Rule, target: &Target, mode: Mode) -> bool {
+    // The index found the namespace (or `*`) in some target; with one target, in that one.
+    let one = r.targets.len() == 1;
+    r.modes.contains(mode)
+        && r.targets.iter().any(|t| {
+            (one || t
+                .namespaces
+                .iter()
+                .any(|n| n == "*" || *n == target.namespace))
+                && (t.pods.is_empty() || t.pods.iter().any(|g| g.is_match(&target.pod)))
+                && (t.containers.is_empty()
+                    || t.containers.iter().any(|g| g.is_match(&target.container)))
+                && t.labels
+                    .iter()
+                    .all(|(k, v)| target.labels.get(k) == Some(v))
+        })
 }

@@ -7,8 +7,9 @@ use globset::Glob;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::decide::RulePrograms;
 use super::{
-    Approval, BreakGlass, Limits, Mode, NameGlob, Policy, PolicyError, PolicyErrors, Rule,
+    Approval, BreakGlass, Limits, Mode, Modes, NameGlob, Policy, PolicyError, PolicyErrors, Rule,
     TargetRule,
 };
 use crate::pattern::{Pattern, path_glob};
@@ -191,7 +192,7 @@ impl Policy {
             if r.groups.is_empty() && r.users.is_empty() {
                 errors.push(at(&r.name, "a rule must grant at least one group or user"));
             }
-            let mut modes = BTreeSet::new();
+            let mut modes = Modes::default();
             for m in &r.modes {
                 match Mode::parse(&m.value) {
                     Some(mode) => {
@@ -256,7 +257,7 @@ impl Policy {
                     "approvalRequired needs an approval block naming the approvers",
                 ));
             }
-            if modes.contains(&Mode::BreakGlass) && r.break_glass.is_none() {
+            if modes.contains(Mode::BreakGlass) && r.break_glass.is_none() {
                 errors.push(at(&r.name, "mode break-glass needs a breakGlass block"));
             }
             let limits_doc = r.limits.unwrap_or_default();
@@ -285,6 +286,7 @@ impl Policy {
                     idle_timeout: limits_doc.idle_timeout.unwrap_or(d.idle_timeout),
                     recording: limits_doc.recording.unwrap_or(d.recording),
                 },
+                ids: RulePrograms::default(),
             });
         }
         if errors.is_empty() {
