@@ -446,11 +446,14 @@ pub fn normalize_path(p: &str) -> Option<String> {
 
 /// Whether an absolute path is already normal (no empty, `.` or `..` components).
 fn is_normal(p: &str) -> bool {
-    p.starts_with('/')
-        && (p == "/"
-            || p[1..]
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != ".."))
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .all(|c| !matches!(c, b"" | b"." | b".."))
 }
 
 /// The normalised path, borrowed when it already is normal.

@@ -50,14 +50,22 @@ impl Grants {
     }
 }
 
-/// A rule's patterns' programs as interned numbers.
+/// A rule's patterns as interned numbers: each pattern's program and the pattern itself (by
+/// its text), in the order of the rule's lists.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RulePrograms {
-    commands: Vec<u32>,
-    deny: Vec<u32>,
-    approval_required: Vec<u32>,
+    commands: Vec<Key>,
+    deny: Vec<Key>,
+    approval_required: Vec<Key>,
     /// Distinct programs of `commands`, sorted.
     allowed: Vec<u32>,
+}
+
+/// A pattern's program and the pattern's own number (equal texts, equal numbers).
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    program: u32,
+    pattern: u32,
 }
 
 /// `namespace/pod`, for reasons.
@@ -84,19 +92,25 @@ impl Policy {
             .zip(0u32..)
             .map(|(n, i)| (n.clone(), i))
             .collect();
-        let id = |p: &Pattern| programs.get(p.program()).copied().unwrap_or(u32::MAX);
+        let mut patterns: FxHashMap<String, u32> = FxHashMap::default();
+        let mut key = |p: &Pattern| {
+            let next = u32::try_from(patterns.len()).unwrap_or(u32::MAX);
+            Key {
+                program: programs.get(p.program()).copied().unwrap_or(u32::MAX),
+                pattern: *patterns.entry(p.source().to_owned()).or_insert(next),
+            }
+        };
         let mut index = Index::default();
         for (i, r) in (0u32..).zip(rules.iter_mut()) {
-            let mut allowed: Vec<u32> = r.commands.iter().map(id).collect();
+            let commands: Vec<Key> = r.commands.iter().map(&mut key).collect();
+            let mut allowed: Vec<u32> = commands.iter().map(|k| k.program).collect();
+            allowed.sort_unstable();
+            allowed.dedup();
             r.ids = RulePrograms {
-                commands: allowed.clone(),
-                deny: r.deny.iter().map(id).collect(),
-                approval_required: r.approval_required.iter().map(id).collect(),
-                allowed: {
-                    allowed.sort_unstable();
-                    allowed.dedup();
-                    allowed
-                },
+                commands,
+                deny: r.deny.iter().map(&mut key).collect(),
+                approval_required: r.approval_required.iter().map(&mut key).collect(),
+                allowed,
             };
             let mut namespaces: Vec<&str> = r
                 .targets
@@ -244,10 +258,13 @@ impl Policy {
             // A program no pattern names can match nothing, `deny` included.
             let id = name.and_then(|n| self.index.programs.get(n).copied());
             let hit = id.and_then(|id| {
-                let args = Args::new(stage);
+                let mut m = StageMatch {
+                    args: Args::new(stage),
+                    misses: Misses::default(),
+                };
                 if let Some(r) = rules
                     .iter()
-                    .find(|r| of(&r.ids.deny, &r.deny, id).any(|p| p.is_match_args(&args)))
+                    .find(|r| of(&r.ids.deny, &r.deny, id).any(|(k, p)| m.is_match(k, p)))
                 {
                     return Some(Err(*r));
                 }
@@ -256,18 +273,12 @@ impl Policy {
                         return None;
                     }
                     if let Some(a) = of(&r.ids.approval_required, &r.approval_required, id)
-                        .find_map(|p| p.match_args(&args))
+                        .find_map(|(k, p)| m.matches(k, p, false))
                     {
                         return Some(Ok((*r, a, true)));
                     }
                     of(&r.ids.commands, &r.commands, id)
-                        .find_map(|p| {
-                            if i == 0 {
-                                p.match_args(&args)
-                            } else {
-                                p.match_args_downstream(&args)
-                            }
-                        })
+                        .find_map(|(k, p)| m.matches(k, p, i > 0))
                         .map(|a| Ok((*r, a, false)))
                 })
             });
@@ -324,7 +335,7 @@ impl Policy {
         } else if let Some(id) = id.filter(|id| allowed_here(*id)) {
             let _ = write!(why, "'{program}' is allowed on {place} only as: ");
             let mut forms: Vec<&str> = Vec::new();
-            for p in rules
+            for (_, p) in rules
                 .iter()
                 .flat_map(|r| of(&r.ids.commands, &r.commands, id))
             {
@@ -347,12 +358,89 @@ impl Policy {
     }
 }
 
-/// The patterns of `pats` whose program is `id` (`ids` holds the program of each).
-fn of<'p>(ids: &'p [u32], pats: &'p [Pattern], id: u32) -> impl Iterator<Item = &'p Pattern> {
-    ids.iter()
+/// The patterns of `pats` whose program is `id` (`keys` holds the numbers of each).
+fn of<'p>(
+    keys: &'p [Key],
+    pats: &'p [Pattern],
+    id: u32,
+) -> impl Iterator<Item = (Key, &'p Pattern)> {
+    keys.iter()
+        .copied()
         .zip(pats)
-        .filter(move |(p, _)| **p == id)
-        .map(|(_, pat)| pat)
+        .filter(move |(k, _)| k.program == id)
+}
+
+/// One stage being decided: its arguments, and the patterns already found not to match it.
+/// Rules often share patterns (a team's template repeated per namespace), and a pattern's answer
+/// depends only on its text, so each is tried once per stage.
+struct StageMatch<'a> {
+    args: Args<'a>,
+    misses: Misses,
+}
+
+impl StageMatch<'_> {
+    /// The argv to run if the pattern matches (as a later pipeline stage when `downstream`).
+    fn matches(&mut self, k: Key, p: &Pattern, downstream: bool) -> Option<Vec<String>> {
+        let bit = k.pattern as usize * 2 + usize::from(downstream);
+        if self.misses.get(bit) {
+            return None;
+        }
+        let hit = if downstream {
+            p.match_args_downstream(&self.args)
+        } else {
+            p.match_args(&self.args)
+        };
+        if hit.is_none() {
+            self.misses.set(bit);
+        }
+        hit
+    }
+
+    /// Whether the pattern matches, without building the argv (for `deny`).
+    fn is_match(&mut self, k: Key, p: &Pattern) -> bool {
+        let bit = k.pattern as usize * 2;
+        if self.misses.get(bit) {
+            return false;
+        }
+        let hit = p.is_match_args(&self.args);
+        if !hit {
+            self.misses.set(bit);
+        }
+        hit
+    }
+}
+
+/// A bit set, inline up to 256 bits.
+#[derive(Default)]
+struct Misses {
+    inline: [u64; 4],
+    more: Vec<u64>,
+}
+
+impl Misses {
+    fn get(&self, bit: usize) -> bool {
+        let (w, b) = (bit / 64, bit % 64);
+        let word = match w.checked_sub(self.inline.len()) {
+            None => self.inline.get(w),
+            Some(i) => self.more.get(i),
+        };
+        word.is_some_and(|x| x & (1 << b) != 0)
+    }
+    fn set(&mut self, bit: usize) {
+        let (w, b) = (bit / 64, bit % 64);
+        let word = match w.checked_sub(self.inline.len()) {
+            None => self.inline.get_mut(w),
+            Some(i) => {
+                if self.more.len() <= i {
+                    self.more.resize(i + 1, 0);
+                }
+                self.more.get_mut(i)
+            }
+        };
+        if let Some(x) = word {
+            *x |= 1 << b;
+        }
+    }
 }
 
 /// Whether a candidate rule (one the index found for the target's namespace) grants `mode` on
