@@ -1,8 +1,10 @@
 //! Policy documents: YAML → validated rules (every error with line and column) → decisions.
-//! Loading lives in `policy/load.rs`, evaluation in `policy/decide.rs`.
+//! Loading lives in `policy/load.rs` (on the YAML tree of `policy/yaml.rs`), evaluation in
+//! `policy/decide.rs`.
 
 mod decide;
 mod load;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
