@@ -181,6 +181,10 @@ pub struct Loaded {
     pub policy: jitsh_broker_policy::Policy,
     /// The argv redactor.
     pub redactor: Redactor,
+    /// The policy file's text as loaded (the reload watcher's starting point).
+    pub policy_text: String,
+    /// The revocation file's text as loaded.
+    pub revocations_text: Option<String>,
 }
 
 /// Reads, parses and validates a configuration file and everything it names.
@@ -280,12 +284,18 @@ pub fn validate(mut config: Config, base: &Path) -> Result<Loaded, Vec<ConfigErr
             Err(e) => errs.push(e),
         }
     }
+    let mut revocations_text = None;
+    let mut policy_text = String::new();
     let revocations = match &config.revocations {
         None => Ok(RevocationList::empty()),
-        Some(p) => read("revocations", base, p)
-            .and_then(|t| RevocationList::parse(&t).map_err(|e| bad("revocations", e.to_string()))),
+        Some(p) => read("revocations", base, p).and_then(|t| {
+            let list = RevocationList::parse(&t).map_err(|e| bad("revocations", e.to_string()))?;
+            revocations_text = Some(t);
+            Ok(list)
+        }),
     };
     let policy = read("policy", base, &config.policy).and_then(|t| {
+        policy_text = t.clone();
         jitsh_broker_policy::Policy::from_yaml(&t).map_err(|e| {
             bad(
                 "policy",
@@ -386,6 +396,8 @@ pub fn validate(mut config: Config, base: &Path) -> Result<Loaded, Vec<ConfigErr
             revocations,
             policy,
             redactor,
+            policy_text,
+            revocations_text,
         }),
         _ => Err(errs),
     }

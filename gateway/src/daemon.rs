@@ -25,6 +25,11 @@ pub struct Watched {
     pub revocations: Option<PathBuf>,
     /// How often to look.
     pub interval: Duration,
+    /// The policy text the running policy was loaded from (a file that differs is reloaded,
+    /// even when it changed between loading and the first look).
+    pub policy_loaded: Option<Vec<u8>>,
+    /// The revocation text that is in force.
+    pub revocations_loaded: Option<Vec<u8>>,
 }
 
 /// A gateway ready to run.
@@ -75,8 +80,11 @@ impl Gateway {
 /// logged with every error and the last good one stays.
 pub async fn watch(gw: Arc<Gateway>, w: Watched) {
     let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
-    let mut last_policy = read(&w.policy);
-    let mut last_revocations = read(&w.revocations);
+    let mut last_policy = w.policy_loaded.clone().or_else(|| read(&w.policy));
+    let mut last_revocations = w
+        .revocations_loaded
+        .clone()
+        .or_else(|| read(&w.revocations));
     let interval = if w.interval.is_zero() {
         Duration::from_secs(2)
     } else {
@@ -173,6 +181,8 @@ pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
         revocations,
         policy,
         redactor,
+        policy_text,
+        revocations_text,
     } = config::load(path).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
         anyhow::anyhow!(
@@ -241,6 +251,8 @@ pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
             policy: Some(config.policy.clone()),
             revocations: config.revocations.clone(),
             interval: config.reload_interval,
+            policy_loaded: Some(policy_text.into_bytes()),
+            revocations_loaded: revocations_text.map(String::into_bytes),
         },
     })
 }

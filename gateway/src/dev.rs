@@ -144,6 +144,8 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
             policy: Some(policy_file.clone()),
             revocations: None,
             interval: Duration::from_secs(1),
+            policy_loaded: Some(DEMO_POLICY.as_bytes().to_vec()),
+            revocations_loaded: None,
         },
     };
     let f = ssh_config.display();
