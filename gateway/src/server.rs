@@ -150,7 +150,7 @@ impl Gateway {
     }
 
     /// Opens a session slot for `user`, or says why not.
-    fn open_session(self: &Arc<Self>, user: &str) -> Result<SessionGuard, String> {
+    pub(crate) fn open_session(self: &Arc<Self>, user: &str) -> Result<SessionGuard, String> {
         if self.shutting_down() {
             return Err("refused: the gateway is shutting down".into());
         }
@@ -188,7 +188,7 @@ impl Gateway {
         }
     }
 
-    fn record(&self, kind: &str, fields: serde_json::Value) {
+    pub(crate) fn record(&self, kind: &str, fields: serde_json::Value) {
         if let Err(e) = self.audit.record(kind, fields) {
             tracing::error!("{e}");
         }
@@ -212,7 +212,7 @@ impl Drop for ConnGuard {
     }
 }
 
-struct SessionGuard {
+pub(crate) struct SessionGuard {
     gw: Arc<Gateway>,
     user: String,
 }
@@ -490,7 +490,7 @@ async fn connection(
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let b: [u8; 12] = rand::random();
     hex::encode(b)
 }
@@ -704,6 +704,58 @@ impl russh::server::Handler for Conn {
         });
         Ok(())
     }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only `sftp`: the read-only file tree (crate::files).
+        let id = self.identity.clone();
+        match (name, id, self.channels.remove(&channel)) {
+            ("sftp", Some(id), Some(ch)) => {
+                session.channel_success(channel)?;
+                let sid = self.session_id.clone();
+                crate::files::spawn_sftp(self.gw.clone(), id, sid, self.peer, ch);
+            }
+            (_, _, ch) => {
+                if let Some(ch) = ch {
+                    self.channels.insert(channel, ch);
+                }
+                session.channel_failure(channel)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Local forwarding reaches pods only, through the policy (crate::files::portforward);
+        // without an identity the dropped reply refuses the channel.
+        if let Some(id) = self.identity.clone() {
+            let opening = crate::files::portforward::Opening {
+                gw: self.gw.clone(),
+                id,
+                sid: self.session_id.clone(),
+                peer: self.peer,
+                host: host_to_connect.to_owned(),
+                port: port_to_connect,
+                originator: format!("{originator_address}:{originator_port}"),
+            };
+            crate::files::portforward::spawn(opening, channel, reply);
+        }
+        Ok(())
+    }
 }
 
 fn tty(cols: u32, rows: u32) -> Tty {
@@ -714,7 +766,7 @@ fn tty(cols: u32, rows: u32) -> Tty {
 }
 
 /// When a session must end: the certificate's expiry, the policy's maximum, the idle timeout.
-struct Clock {
+pub(crate) struct Clock {
     started: Instant,
     /// Milliseconds since `started` of the last byte in either direction.
     last_activity: AtomicU64,
@@ -723,7 +775,7 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(gw: &Gateway, id: &VerifiedIdentity) -> Self {
+    pub(crate) fn new(gw: &Gateway, id: &VerifiedIdentity) -> Self {
         let now = Instant::now();
         let left = id
             .valid_before()
@@ -741,13 +793,13 @@ impl Clock {
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity.store(ms, Ordering::Relaxed);
     }
 
     /// Applies the policy's limits (only ever shortens).
-    fn tighten(&self, max_session: Duration, idle: Duration) {
+    pub(crate) fn tighten(&self, max_session: Duration, idle: Duration) {
         let mut l = self
             .limits
             .lock()
@@ -763,7 +815,7 @@ impl Clock {
     }
 
     /// Resolves with the reason when the session must end.
-    async fn expired(&self, gw: &Gateway) -> String {
+    pub(crate) async fn expired(&self, gw: &Gateway) -> String {
         loop {
             let changed = self.changed.notified();
             let (end, why, idle) = *self
@@ -790,7 +842,7 @@ impl Clock {
 }
 
 /// A writer that counts bytes and marks activity.
-struct Counted<W> {
+pub(crate) struct Counted<W> {
     inner: W,
     clock: Arc<Clock>,
     bytes: Counter,
@@ -817,26 +869,26 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
     }
 }
 
-struct Ctx<'a> {
-    gw: &'a Arc<Gateway>,
-    id: &'a VerifiedIdentity,
-    sid: &'a str,
-    peer: SocketAddr,
-    write: &'a russh::ChannelWriteHalf<Msg>,
-    clock: &'a Arc<Clock>,
+pub(crate) struct Ctx<'a> {
+    pub(crate) gw: &'a Arc<Gateway>,
+    pub(crate) id: &'a VerifiedIdentity,
+    pub(crate) sid: &'a str,
+    pub(crate) peer: SocketAddr,
+    pub(crate) write: &'a russh::ChannelWriteHalf<Msg>,
+    pub(crate) clock: &'a Arc<Clock>,
 }
 
 impl Ctx<'_> {
-    fn subject(&self) -> Subject {
+    pub(crate) fn subject(&self) -> Subject {
         Subject {
             user: self.id.username().to_owned(),
             groups: self.id.groups().to_vec(),
         }
     }
-    fn base_event(&self, cid: &str) -> serde_json::Value {
+    pub(crate) fn base_event(&self, cid: &str) -> serde_json::Value {
         json!({"session": self.sid, "command": cid, "identity": self.id.identity(), "user": self.id.username(), "groups": self.id.groups(), "serial": self.id.serial(), "key_id": self.id.key_id(), "source": self.peer.to_string()})
     }
-    fn out(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
+    pub(crate) fn out(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
         Counted {
             inner: self.write.make_writer(),
             clock: self.clock.clone(),
@@ -890,7 +942,7 @@ impl Ctx<'_> {
     }
 }
 
-fn target_of(r: &exec::Resolved) -> Target {
+pub(crate) fn target_of(r: &exec::Resolved) -> Target {
     Target {
         namespace: r.namespace.clone(),
         pod: r.pod.clone(),
@@ -899,7 +951,7 @@ fn target_of(r: &exec::Resolved) -> Target {
     }
 }
 
-async fn say(write: &russh::ChannelWriteHalf<Msg>, line: &str) {
+pub(crate) async fn say(write: &russh::ChannelWriteHalf<Msg>, line: &str) {
     let _ = write
         .extended_data_bytes(1, format!("jitsh: {line}\r\n"))
         .await;
@@ -944,6 +996,12 @@ async fn run_command(
         Intent::Exec { target, line } => {
             run_exec(ctx, &cid, &target, &line, tty, resize, read).await
         }
+        Intent::ScpSource {
+            paths,
+            preserve,
+            recursive,
+        } => crate::files::scp::source(ctx, &cid, &paths, preserve, recursive, read).await,
+        Intent::ScpSink => crate::files::scp::refuse_sink(ctx, &cid).await,
     }
 }
 
