@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jitsh_broker_policy::{Action, Mode, Request};
@@ -12,9 +13,9 @@ use jitsh_certs::VerifiedIdentity;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use russh::server::{ChannelOpenHandle, Msg};
-use russh::{Channel, ChannelOpenFailure};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::admin::label;
 use crate::exec::{self, Resolved};
@@ -173,79 +174,79 @@ async fn bridge(o: &Opening, mut ready: Ready, channel: Channel<Msg>, mut ev: Va
         o.gw.record("portforward.end", ev);
         return;
     };
-    let (pod_r, pod_w) = tokio::io::split(pod);
-    let (ssh_r, ssh_w) = tokio::io::split(channel.into_stream());
+    let (mut pod_r, mut pod_w) = tokio::io::split(pod);
+    let (mut ssh_r, ssh_w) = channel.split();
     let m = &o.gw.metrics;
-    let to_pod = pump(
-        ssh_r,
-        pod_w,
-        &ready.clock,
-        m.bytes.get_or_create(&label("direction", "in")).clone(),
-    );
-    let from_pod = pump(
-        pod_r,
-        ssh_w,
-        &ready.clock,
-        m.bytes.get_or_create(&label("direction", "out")).clone(),
-    );
-    tokio::pin!(to_pod, from_pod, errors);
-    let (mut sent, mut received) = (None, None);
-    let mut error = None;
-    // The forward ends when the pod side ends (its data is all sent by then), when both
-    // directions are done, on a port error, or when the session must end.
-    loop {
-        tokio::select! {
-            n = &mut to_pod, if sent.is_none() => sent = Some(n),
-            n = &mut from_pod, if received.is_none() => { received = Some(n); break; }
-            e = &mut errors => {
-                if let Some(e) = e {
-                    error = Some(e);
+    // One statement each: the family's guard must be gone before the next lookup may insert.
+    let bytes_in = m.bytes.get_or_create(&label("direction", "in")).clone();
+    let bytes_out = m.bytes.get_or_create(&label("direction", "out")).clone();
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    let clock = &ready.clock;
+    // Client → pod until the client closes the channel. Its EOF is not passed on: the
+    // WebSocket port-forward protocol cannot half-close (kube-rs would end the whole forward
+    // and drop the answer in flight), so the pod's side decides when the connection ends.
+    let to_pod = async {
+        while let Some(msg) = ssh_r.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if pod_w.write_all(&data).await.is_err() {
+                        break;
+                    }
+                    clock.touch();
+                    bytes_in.inc_by(data.len() as u64);
+                    sent.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    };
+    // Pod → client until the pod's side closes, then EOF and close.
+    let from_pod = async {
+        let mut w = ssh_w.make_writer();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match pod_r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if w.write_all(&buf[..n]).await.is_err() {
                 break;
             }
-            reason = ready.clock.expired(&o.gw) => { error = Some(format!("session closed: {reason}")); break; }
+            clock.touch();
+            bytes_out.inc_by(n as u64);
+            received.fetch_add(n as u64, Ordering::Relaxed);
         }
-        if sent.is_some() && received.is_some() {
-            break;
+        let _ = w.flush().await;
+    };
+    tokio::pin!(to_pod, from_pod, errors);
+    let mut error = None;
+    let mut watch_errors = true;
+    loop {
+        tokio::select! {
+            () = &mut to_pod => break,
+            () = &mut from_pod => break,
+            e = &mut errors, if watch_errors => match e {
+                Some(e) => { error = Some(e); break; }
+                None => watch_errors = false,
+            },
+            reason = clock.expired(&o.gw) => { error = Some(format!("session closed: {reason}")); break; }
         }
     }
+    if error.is_none() && watch_errors {
+        // A port that could not be reached says so just before the stream closes.
+        error = futures::FutureExt::now_or_never(&mut errors).flatten();
+    }
+    let _ = ssh_w.eof().await;
+    let _ = ssh_w.close().await;
     ready.forwarder.abort();
-    ev["bytes_in"] = json!(sent.unwrap_or(0));
-    ev["bytes_out"] = json!(received.unwrap_or(0));
+    ev["bytes_in"] = json!(sent.load(Ordering::Relaxed));
+    ev["bytes_out"] = json!(received.load(Ordering::Relaxed));
     ev["duration_ms"] = json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     if let Some(e) = error {
         ev["error"] = json!(e);
     }
     o.gw.record("portforward.end", ev);
-}
-
-/// Copies until `r` ends (then shuts `w` down); the bytes copied.
-async fn pump<R, W>(
-    mut r: R,
-    mut w: W,
-    clock: &Clock,
-    bytes: prometheus_client::metrics::counter::Counter,
-) -> u64
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if w.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        clock.touch();
-        bytes.inc_by(n as u64);
-        total += n as u64;
-    }
-    let _ = w.shutdown().await;
-    total
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! until the client's queue of requests is drained. Writes, uploads, `mkdir`, `rm`, `rename`,
 //! `setstat` and links are refused with "permission denied" and audited.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use russh_sftp::protocol::{
@@ -45,6 +45,8 @@ struct Session<'c> {
     counter: u64,
     buf: Vec<u8>,
     bytes: u64,
+    /// Reasons already shown on the client's stderr (clients retry; say each once).
+    said: HashSet<String>,
 }
 
 /// What to send back for one request.
@@ -83,6 +85,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
         counter: 0,
         buf: vec![0u8; MAX_READ as usize],
         bytes: 0,
+        said: HashSet::new(),
     };
     let mut input = BufReader::with_capacity(256 * 1024, read.make_reader());
     let mut output = BufWriter::with_capacity(64 * 1024, ctx.out());
@@ -188,7 +191,7 @@ impl Session<'_> {
                     FileError::Failure(_) => StatusCode::Failure,
                 };
                 // The client shows only the status code; the reason goes to its stderr.
-                if !matches!(e, FileError::NotFound(_)) {
+                if !matches!(e, FileError::NotFound(_)) && self.said.insert(e.to_string()) {
                     say(ctx.write, &e.to_string()).await;
                 }
                 Reply::Packet(status(id, code, &format!("jitsh: {e}")))
