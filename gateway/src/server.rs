@@ -965,6 +965,10 @@ jitsh — run policy-checked commands in Kubernetes pods as yourself.
   ssh USER@GATEWAY logs [namespace/]pod[/container] [-f] [--tail N] [--since 10m] [--previous] [--timestamps]
   ssh USER@GATEWAY whoami                                        identity, certificate, grants
   ssh USER@GATEWAY help                                          this text
+  scp USER@GATEWAY:/namespace/pod/container/fs/PATH .             pull a file the policy allows (also scp -O)
+  scp USER@GATEWAY:/namespace/pod/container/logs/current.log .    pull a pod log (previous.log: before the restart)
+  sftp USER@GATEWAY                                               browse that read-only tree
+  ssh -L 8080:pod.namespace:8080 USER@GATEWAY                     forward a port the policy allows
 
 Command lines are parsed, not passed to a shell: quoting works, but ; & | > < $ ` and globs are
 refused unless the policy allows pipelines. A denied command exits with status 126.

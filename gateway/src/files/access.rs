@@ -6,6 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::{BufMut, BytesMut};
+
 use jitsh_broker_policy::{Action, Decision, Mode, Permit, Request, Subject};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, LogParams};
@@ -192,8 +194,23 @@ impl<'c> Files<'c> {
             Node::LogsDir(loc) => {
                 let target = self.pod(loc).await?;
                 self.permit(node, "list", &target, Mode::Logs, Action::Session)?;
-                Ok([LogKind::Current, LogKind::Previous]
-                    .iter()
+                // previous.log only when the container has restarted (its lastState).
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &loc.namespace);
+                let p = api.get(&loc.pod).await.map_err(kube_error)?;
+                let restarted = p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|c| {
+                        c.name == loc.container && c.last_state.and_then(|l| l.terminated).is_some()
+                    });
+                let mut kinds = vec![LogKind::Current];
+                if restarted {
+                    kinds.push(LogKind::Previous);
+                }
+                Ok(kinds
+                    .into_iter()
                     .map(|k| (k.file_name().to_owned(), Attr::file(self.now, None)))
                     .collect())
             }
@@ -640,7 +657,16 @@ async fn log_stream(
     if limit == Some(0) {
         return Ok(Box::pin(futures::io::empty()));
     }
-    let s = api.log_stream(&target.pod, &lp).await.map_err(kube_error)?;
+    let s = api
+        .log_stream(&target.pod, &lp)
+        .await
+        .map_err(|e| match e {
+            // "previous terminated container ... not found" is a 400.
+            kube::Error::Api(s) if s.code == 400 && s.message.contains("not found") => {
+                FileError::NotFound(format!("kubernetes: {}", s.message))
+            }
+            other => kube_error(other),
+        })?;
     Ok(Box::pin(s))
 }
 
@@ -666,46 +692,60 @@ async fn count_log(
 }
 
 impl OpenFile {
-    /// Reads at `offset` until `buf` is full or the file ends; 0 at the end. A forward gap is
-    /// read over, anything else restarts the reader at `offset` (`tail -c +N` for files).
+    /// Reads up to `max` bytes at `offset` (fewer only at the end; none past it) into a buffer
+    /// that starts with `headroom` zero bytes for the caller's framing. A forward gap is read
+    /// over; anything else restarts the reader at `offset` (`tail -c +N` for files).
     pub(crate) async fn read_at(
         &mut self,
         offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, FileError> {
+        max: usize,
+        headroom: usize,
+    ) -> Result<BytesMut, FileError> {
+        let mut out = BytesMut::with_capacity(headroom + max);
+        out.resize(headroom, 0);
         if offset != self.pos {
             if self.eof && offset >= self.pos {
-                return Ok(0);
+                return Ok(out);
             }
             if offset > self.pos && offset - self.pos <= SKIP_MAX {
-                let mut skip = vec![0u8; usize::try_from(offset - self.pos).unwrap_or(0)];
-                let n = self.fill(&mut skip).await?;
+                let gap = usize::try_from(offset - self.pos).unwrap_or(0);
+                let mut skip = BytesMut::with_capacity(gap);
+                let n = self.fill(&mut skip, gap).await?;
                 self.pos += n as u64;
                 if self.pos < offset {
-                    return Ok(0);
+                    return Ok(out);
                 }
             } else {
                 self.restart(offset).await?;
             }
         }
-        let n = self.fill(buf).await?;
+        let n = self.fill(&mut out, max).await?;
         self.pos += n as u64;
         self.bytes += n as u64;
-        Ok(n)
+        Ok(out)
     }
 
-    /// Reads the next bytes (sequentially); 0 at the end.
-    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> Result<usize, FileError> {
+    /// Reads the next (up to) `max` bytes; empty at the end.
+    pub(crate) async fn read(&mut self, max: usize) -> Result<BytesMut, FileError> {
         let pos = self.pos;
-        self.read_at(pos, buf).await
+        self.read_at(pos, max, 0).await
     }
 
-    async fn fill(&mut self, buf: &mut [u8]) -> Result<usize, FileError> {
-        let mut n = 0;
-        while n < buf.len() && !self.eof {
+    /// Appends up to `want` bytes to `out` (fewer only at the end); the bytes appended. File
+    /// data is read straight into `out`: it is sent from there without another copy.
+    async fn fill(&mut self, out: &mut BytesMut, want: usize) -> Result<usize, FileError> {
+        let start = out.len();
+        while out.len() - start < want && !self.eof {
+            let left = want - (out.len() - start);
             let m = match &mut self.source {
-                Some(Source::Exec(p)) => p.read(&mut buf[n..]).await,
-                Some(Source::Log(s)) => futures::AsyncReadExt::read(s, &mut buf[n..]).await,
+                Some(Source::Exec(p)) => p.read_buf(&mut (&mut *out).limit(left)).await,
+                Some(Source::Log(s)) => {
+                    let at = out.len();
+                    out.resize(at + left.min(64 * 1024), 0);
+                    let r = futures::AsyncReadExt::read(s, &mut out[at..]).await;
+                    out.truncate(at + r.as_ref().map_or(0, |n| *n));
+                    r
+                }
                 None => Ok(0),
             };
             let m = match m {
@@ -722,9 +762,8 @@ impl OpenFile {
                 }
                 break;
             }
-            n += m;
         }
-        Ok(n)
+        Ok(out.len() - start)
     }
 
     fn fail(&mut self, msg: String) -> FileError {
@@ -760,10 +799,11 @@ impl OpenFile {
         };
         self.source = Some(source);
         self.pos = pos;
-        let mut skip = vec![0u8; 64 * 1024];
+        let mut skip = BytesMut::with_capacity(64 * 1024);
         while self.pos < offset {
-            let want = usize::try_from((offset - self.pos).min(skip.len() as u64)).unwrap_or(0);
-            let n = self.fill(&mut skip[..want]).await?;
+            skip.clear();
+            let want = usize::try_from((offset - self.pos).min(64 * 1024)).unwrap_or(0);
+            let n = self.fill(&mut skip, want).await?;
             if n == 0 {
                 break;
             }

@@ -180,6 +180,14 @@ impl Proc {
         self.stdout.read(buf).await
     }
 
+    /// Reads stdout into `buf`'s spare room (no zeroing, no extra copy); 0 at its end.
+    pub(crate) async fn read_buf<B: bytes::BufMut + Send>(
+        &mut self,
+        buf: &mut B,
+    ) -> std::io::Result<usize> {
+        self.stdout.read_buf(buf).await
+    }
+
     /// Waits for the exit status once stdout has ended: an error (with the reader's message)
     /// unless it succeeded.
     pub(crate) async fn finish(mut self) -> Result<(), FileError> {

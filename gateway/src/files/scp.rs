@@ -6,6 +6,7 @@
 //! and `\0` (or `\x01message\n` when the data went wrong), acknowledged again. A problem with one
 //! file is reported as `\x01message\n`, which the client prints, and the copy goes on.
 
+use bytes::BytesMut;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -13,6 +14,7 @@ use super::FileError;
 use super::access::Files;
 use super::reader::Kind;
 use super::tree;
+use crate::admin::label;
 use crate::server::Ctx;
 
 /// Bytes copied per write.
@@ -162,35 +164,45 @@ where
         f.close(ctx, Some("the client refused the file".into()));
         return Err(Step::Failed);
     }
-    let mut buf = vec![0u8; CHUNK];
+    let sent_bytes = ctx
+        .gw
+        .metrics
+        .bytes
+        .get_or_create(&label("direction", "out"))
+        .clone();
     let mut sent = 0u64;
     let mut trouble: Option<String> = None;
     while sent < size {
         let want = usize::try_from((size - sent).min(CHUNK as u64)).unwrap_or(CHUNK);
-        let n = if trouble.is_some() {
-            0
+        let chunk = if trouble.is_some() {
+            BytesMut::new()
         } else {
-            match f.read(&mut buf[..want]).await {
-                Ok(0) => {
+            match f.read(want).await {
+                Ok(c) if c.is_empty() => {
                     trouble = Some("the file shrank while it was read".into());
-                    0
+                    c
                 }
-                Ok(n) => n,
+                Ok(c) => c,
                 Err(e) => {
                     trouble = Some(e.to_string());
-                    0
+                    BytesMut::new()
                 }
             }
         };
-        if n == 0 {
-            // The size was announced: pad, then report the error instead of the final `\0`.
-            buf[..want].fill(0);
-            out.write_all(&buf[..want]).await.map_err(io)?;
-            sent += want as u64;
-            continue;
-        }
+        // The size was announced: pad, then report the error instead of the final `\0`.
+        let chunk = if chunk.is_empty() {
+            BytesMut::zeroed(want)
+        } else {
+            chunk
+        };
+        let n = chunk.len();
+        // Owned bytes go to the channel without another copy.
+        ctx.write
+            .data_bytes(chunk.freeze())
+            .await
+            .map_err(|_| Step::Fatal)?;
+        sent_bytes.inc_by(n as u64);
         ctx.clock.touch();
-        out.write_all(&buf[..n]).await.map_err(io)?;
         sent += n as u64;
     }
     let served = f.bytes();

@@ -9,18 +9,19 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use russh_sftp::protocol::{
     Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
     StatusCode, Version,
 };
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, BufReader};
 
 use super::FileError;
 use super::access::{Files, OpenFile};
 use super::reader::{Attr, Kind};
 use super::tree;
+use crate::admin::label;
 use crate::server::{Ctx, new_id, say};
 
 /// Largest read served (what OpenSSH's sftp-server advertises: 256 KiB less 1 KiB).
@@ -33,6 +34,8 @@ const MAX_HANDLES: usize = 256;
 const NAMES_PER_READDIR: usize = 128;
 /// `SSH_FXP_DATA`.
 const SSH_FXP_DATA: u8 = 103;
+/// Length, type, request id and data length before the data of an `SSH_FXP_DATA`.
+const DATA_HEADER: usize = 13;
 
 enum Opened {
     File(Box<OpenFile>),
@@ -43,7 +46,6 @@ struct Session<'c> {
     files: Files<'c>,
     handles: HashMap<String, Opened>,
     counter: u64,
-    buf: Vec<u8>,
     bytes: u64,
     /// Reasons already shown on the client's stderr (clients retry; say each once).
     said: HashSet<String>,
@@ -52,10 +54,11 @@ struct Session<'c> {
 /// What to send back for one request.
 enum Reply {
     Packet(Packet),
-    /// `SSH_FXP_DATA` with the first `len` bytes of the session buffer (encoded without a copy).
+    /// `SSH_FXP_DATA`: `data` starts with [`DATA_HEADER`] bytes of room for the framing, so the
+    /// file's bytes go out as read, without another copy.
     Data {
         id: u32,
-        len: usize,
+        data: BytesMut,
     },
 }
 
@@ -83,12 +86,16 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
         files,
         handles: HashMap::new(),
         counter: 0,
-        buf: vec![0u8; MAX_READ as usize],
         bytes: 0,
         said: HashSet::new(),
     };
     let mut input = BufReader::with_capacity(256 * 1024, read.make_reader());
-    let mut output = BufWriter::with_capacity(64 * 1024, ctx.out());
+    let sent = ctx
+        .gw
+        .metrics
+        .bytes
+        .get_or_create(&label("direction", "out"))
+        .clone();
     let end = loop {
         let len = match input.read_u32().await {
             Ok(n) => n,
@@ -112,15 +119,17 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
             Ok(p) => s.handle(ctx, p).await,
             Err(_) => Reply::Packet(status(id, StatusCode::BadMessage, "malformed request")),
         };
-        if write_reply(&mut output, reply, &s.buf).await.is_err() {
+        // Owned bytes go to the channel as they are (russh slices them into packets).
+        let Ok(out) = encode(reply) else {
+            break Some("could not encode a response".into());
+        };
+        let n = out.len() as u64;
+        if ctx.write.data_bytes(out).await.is_err() {
             break None;
         }
-        // More requests already queued: answer them before flushing.
-        if input.buffer().is_empty() && output.flush().await.is_err() {
-            break None;
-        }
+        sent.inc_by(n);
+        ctx.clock.touch();
     };
-    let _ = output.flush().await;
     if let Some(msg) = &end {
         say(ctx.write, msg).await;
     }
@@ -142,27 +151,20 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
     0
 }
 
-async fn write_reply<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    reply: Reply,
-    buf: &[u8],
-) -> std::io::Result<()> {
+/// The response as one buffer, framed.
+fn encode(reply: Reply) -> Result<Bytes, String> {
     match reply {
-        Reply::Data { id, len } => {
-            let data = buf.get(..len).unwrap_or_default();
-            let n = u32::try_from(len).unwrap_or(u32::MAX);
-            let mut head = [0u8; 13];
-            head[..4].copy_from_slice(&(9 + n).to_be_bytes());
-            head[4] = SSH_FXP_DATA;
-            head[5..9].copy_from_slice(&id.to_be_bytes());
-            head[9..13].copy_from_slice(&n.to_be_bytes());
-            out.write_all(&head).await?;
-            out.write_all(data).await
+        Reply::Data { id, mut data } => {
+            let n = u32::try_from(data.len().saturating_sub(DATA_HEADER)).unwrap_or(u32::MAX);
+            if let Some(head) = data.get_mut(..DATA_HEADER) {
+                head[..4].copy_from_slice(&(9 + n).to_be_bytes());
+                head[4] = SSH_FXP_DATA;
+                head[5..9].copy_from_slice(&id.to_be_bytes());
+                head[9..13].copy_from_slice(&n.to_be_bytes());
+            }
+            Ok(data.freeze())
         }
-        Reply::Packet(p) => {
-            let b = Bytes::try_from(p).map_err(|e| std::io::Error::other(e.to_string()))?;
-            out.write_all(&b).await
-        }
+        Reply::Packet(p) => Bytes::try_from(p).map_err(|e| e.to_string()),
     }
 }
 
@@ -248,11 +250,11 @@ impl Session<'_> {
                     return Err(FileError::Failure("invalid file handle".into()));
                 };
                 let len = r.len.min(MAX_READ) as usize;
-                let n = f.read_at(r.offset, &mut self.buf[..len]).await?;
-                if n == 0 {
+                let data = f.read_at(r.offset, len, DATA_HEADER).await?;
+                if data.len() == DATA_HEADER {
                     return pk(status(r.id, StatusCode::Eof, "End of file"));
                 }
-                Ok(Reply::Data { id: r.id, len: n })
+                Ok(Reply::Data { id: r.id, data })
             }
             Packet::Fstat(r) => match self.handles.get(&r.handle) {
                 Some(Opened::File(f)) => pk(Packet::Attrs(Attrs {
@@ -437,16 +439,15 @@ mod tests {
 
     #[test]
     fn data_replies_are_framed_like_russh_sftp() {
-        let buf = b"hello world".to_vec();
-        let mut ours = Vec::new();
-        futures::executor::block_on(write_reply(&mut ours, Reply::Data { id: 7, len: 5 }, &buf))
-            .unwrap();
+        let mut data = BytesMut::zeroed(DATA_HEADER);
+        data.extend_from_slice(b"hello");
+        let ours = encode(Reply::Data { id: 7, data }).unwrap();
         let theirs = Bytes::try_from(Packet::Data(russh_sftp::protocol::Data {
             id: 7,
             data: b"hello".to_vec(),
         }))
         .unwrap();
-        assert_eq!(ours, theirs.to_vec());
+        assert_eq!(ours, theirs);
     }
 
     #[test]
