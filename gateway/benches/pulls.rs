@@ -150,6 +150,7 @@ fn main() {
     let sshd = Command::new("/usr/sbin/sshd")
         .args(["-D", "-e", "-f"])
         .arg(&sshd_config)
+        .stderr(std::fs::File::create(sshd_dir.join("sshd.log")).unwrap())
         .spawn()
         .unwrap();
     let _sshd = Killed(sshd);
