@@ -87,7 +87,19 @@ fn look_alike(c: char) -> Option<char> {
     })
 }
 
+/// Why a character is refused anywhere in a line (quoted or not), if it is.
+#[inline]
 fn control(c: char) -> Option<String> {
+    // Printable ASCII and tab: none of the below (the common case, so checked inline first).
+    if matches!(c, ' '..='~' | '\t') {
+        None
+    } else {
+        unusual(c)
+    }
+}
+
+/// [`control`] for characters other than printable ASCII and tab.
+fn unusual(c: char) -> Option<String> {
     if let Some(op) = look_alike(c) {
         return Some(format!("look-alike of '{op}' (U+{:04X})", u32::from(c)));
     }
@@ -130,8 +142,9 @@ pub fn parse_command_line(line: &str) -> Result<CommandLine, SyntaxError> {
         );
     }
     let chars: Vec<char> = line.chars().collect();
-    let mut stages: Vec<Vec<String>> = vec![Vec::new()];
-    let mut word = String::new();
+    let mut stages: Vec<Vec<String>> = vec![Vec::with_capacity(8)];
+    // Scratch for the current word (no word is longer than the line); each word is copied out.
+    let mut word = String::with_capacity(line.len());
     let mut in_word = false;
     // The word's length when its first quoted or escaped character came (for `NAME=value`).
     let mut quoted_at: Option<usize> = None;
@@ -148,7 +161,9 @@ pub fn parse_command_line(line: &str) -> Result<CommandLine, SyntaxError> {
                     if stage.is_empty() && is_assignment(&word, quoted_at) {
                         return err("variable assignment 'NAME=value'", col(word_start));
                     }
-                    stage.push(std::mem::take(&mut word));
+                    // One exact allocation per word; `word` keeps its buffer for the next.
+                    stage.push(word.clone());
+                    word.clear();
                 }
                 args += 1;
                 if args > MAX_ARGS {
@@ -272,7 +287,7 @@ pub fn parse_command_line(line: &str) -> Result<CommandLine, SyntaxError> {
                 if stages.last().is_none_or(Vec::is_empty) {
                     return err("empty pipeline stage before '|'", col(i));
                 }
-                stages.push(Vec::new());
+                stages.push(Vec::with_capacity(8));
                 i += 1;
                 continue;
             }

@@ -2,6 +2,8 @@
 //! [<path:/var/log/**>]`, `ps aux`. Literals, optional groups `[…]` with alternatives `|`,
 //! placeholders `<int>`, `<word>`, `<path:GLOB>`, and `...` (any remaining arguments).
 
+use std::borrow::Cow;
+
 use globset::{GlobBuilder, GlobMatcher};
 
 /// One element of a pattern.
@@ -264,29 +266,80 @@ impl Pattern {
     /// Matches a pipeline stage after the first: it reads the previous stage's output, so a
     /// trailing `<path:…>` may be left out (`grep ERROR /var/log/app.log | tail -n 5`).
     pub fn matches_downstream(&self, argv: &[String]) -> Option<Vec<String>> {
-        self.matches(argv).or_else(|| {
-            let args = self.split_long_options(argv)?;
-            self.seqs.iter().find_map(|seq| match seq.split_last() {
-                Some((Elem::Path(_), front)) => {
-                    match_linear(front, &args[1..]).then(|| render(front, &args))
-                }
-                _ => None,
-            })
-        })
-    }
-
-    /// `argv` with `--opt=value` split where the pattern names `--opt`; `None` if the program differs.
-    fn split_long_options<'a>(&self, argv: &'a [String]) -> Option<Vec<&'a str>> {
-        let first = argv.first()?;
-        if program_name(first)? != self.program {
+        if program_name(argv.first()?)? != self.program {
             return None;
         }
+        self.match_args_downstream(&Args::new(argv))
+    }
+
+    /// Matches an argv; on success the argv to run (paths normalised).
+    pub fn matches(&self, argv: &[String]) -> Option<Vec<String>> {
+        if program_name(argv.first()?)? != self.program {
+            return None;
+        }
+        self.match_args(&Args::new(argv))
+    }
+
+    /// [`Pattern::matches`] for a stage whose program the caller has already found to be this
+    /// pattern's.
+    pub(crate) fn match_args(&self, a: &Args<'_>) -> Option<Vec<String>> {
+        if self.long_options.is_empty() {
+            // Nothing to split: match the argv as it is, without allocating.
+            let seq = self.find(a.rest(), &a.norm)?;
+            return Some(render(seq, a.argv, &a.norm));
+        }
+        let args = self.split_long_options(a.argv);
+        let norm = norms(&args[1..]);
+        let seq = self.find(&args[1..], &norm)?;
+        Some(render(seq, &args, &norm))
+    }
+
+    /// Whether the stage matches, without building the argv to run (for `deny`).
+    pub(crate) fn is_match_args(&self, a: &Args<'_>) -> bool {
+        if self.long_options.is_empty() {
+            return self.find(a.rest(), &a.norm).is_some();
+        }
+        let args = self.split_long_options(a.argv);
+        self.find(&args[1..], &norms(&args[1..])).is_some()
+    }
+
+    /// [`Pattern::matches_downstream`] for a stage whose program is already known to match.
+    pub(crate) fn match_args_downstream(&self, a: &Args<'_>) -> Option<Vec<String>> {
+        if let Some(argv) = self.match_args(a) {
+            return Some(argv);
+        }
+        if self.long_options.is_empty() {
+            let front = self.seqs.iter().find_map(|seq| {
+                front_of(seq).filter(|front| match_linear(front, a.rest(), &a.norm))
+            })?;
+            return Some(render(front, a.argv, &a.norm));
+        }
+        let args = self.split_long_options(a.argv);
+        let norm = norms(&args[1..]);
+        let front = self
+            .seqs
+            .iter()
+            .find_map(|seq| front_of(seq).filter(|front| match_linear(front, &args[1..], &norm)))?;
+        Some(render(front, &args, &norm))
+    }
+
+    /// The first linear form that matches the arguments after the program.
+    fn find<S: AsRef<str>>(&self, args: &[S], norm: &[Option<Cow<'_, str>>]) -> Option<&[Elem]> {
+        self.seqs
+            .iter()
+            .find(|seq| match_linear(seq, args, norm))
+            .map(Vec::as_slice)
+    }
+
+    /// `argv` with `--opt=value` split where the pattern names `--opt`.
+    fn split_long_options<'a>(&self, argv: &'a [String]) -> Vec<&'a str> {
         let mut args: Vec<&str> = Vec::with_capacity(argv.len() + 1);
-        args.push(first);
-        for a in &argv[1..] {
+        for (i, a) in argv.iter().enumerate() {
             match a.split_once('=') {
                 Some((opt, v))
-                    if opt.starts_with("--") && self.long_options.iter().any(|l| l == opt) =>
+                    if i > 0
+                        && opt.starts_with("--")
+                        && self.long_options.iter().any(|l| l == opt) =>
                 {
                     args.push(opt);
                     args.push(v);
@@ -294,29 +347,48 @@ impl Pattern {
                 _ => args.push(a),
             }
         }
-        Some(args)
+        args
+    }
+}
+
+/// One stage's argv with every argument after the program normalised as a path once (borrowed
+/// when it already is normal), so that the patterns of every rule compare against it without
+/// normalising again. `norm` stays empty (no allocation) when no argument is absolute.
+#[derive(Debug)]
+pub(crate) struct Args<'a> {
+    argv: &'a [String],
+    norm: Vec<Option<Cow<'a, str>>>,
+}
+
+impl<'a> Args<'a> {
+    /// The arguments after the program.
+    fn rest(&self) -> &'a [String] {
+        self.argv.get(1..).unwrap_or_default()
     }
 
-    /// Matches an argv; on success the argv to run (paths normalised).
-    pub fn matches(&self, argv: &[String]) -> Option<Vec<String>> {
-        if self.long_options.is_empty() {
-            // Nothing to split: match the argv as it is, without allocating.
-            let first = argv.first()?;
-            if program_name(first)? != self.program {
-                return None;
-            }
-            return self
-                .seqs
-                .iter()
-                .find(|seq| match_linear(seq, &argv[1..]))
-                .map(|seq| render(seq, argv));
-        }
-        let args = self.split_long_options(argv)?;
-        self.seqs
-            .iter()
-            .find(|seq| match_linear(seq, &args[1..]))
-            .map(|seq| render(seq, &args))
+    /// Prepares a non-empty argv.
+    pub(crate) fn new(argv: &'a [String]) -> Args<'a> {
+        let args = argv.get(1..).unwrap_or_default();
+        let norm = if args.iter().any(|a| a.starts_with('/')) {
+            norms(args)
+        } else {
+            Vec::new()
+        };
+        Args { argv, norm }
     }
+}
+
+/// The form without its trailing `<path:…>`, if it has one.
+fn front_of(seq: &[Elem]) -> Option<&[Elem]> {
+    match seq.split_last() {
+        Some((Elem::Path(_), front)) => Some(front),
+        _ => None,
+    }
+}
+
+/// Each argument normalised as an absolute path (`None` for anything else).
+fn norms<S: AsRef<str>>(args: &[S]) -> Vec<Option<Cow<'_, str>>> {
+    args.iter().map(|a| normalized(a.as_ref())).collect()
 }
 
 /// Directories an absolute program path may name.
@@ -352,73 +424,85 @@ pub fn normalize_path(p: &str) -> Option<String> {
     if !p.starts_with('/') {
         return None;
     }
-    let mut parts: Vec<&str> = Vec::new();
+    let mut out = String::with_capacity(p.len());
     for c in p.split('/') {
         match c {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                let parent = out.rfind('/').unwrap_or(0);
+                out.truncate(parent);
             }
-            c => parts.push(c),
+            c => {
+                out.push('/');
+                out.push_str(c);
+            }
         }
     }
-    Some(format!("/{}", parts.join("/")))
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
 }
 
 /// Whether an absolute path is already normal (no empty, `.` or `..` components).
 fn is_normal(p: &str) -> bool {
-    p.starts_with('/')
-        && (p == "/"
-            || p[1..]
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != ".."))
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .all(|c| !matches!(c, b"" | b"." | b".."))
 }
 
 /// The normalised path, borrowed when it already is normal.
-fn normalized(p: &str) -> Option<std::borrow::Cow<'_, str>> {
+fn normalized(p: &str) -> Option<Cow<'_, str>> {
     if is_normal(p) {
-        Some(std::borrow::Cow::Borrowed(p))
+        Some(Cow::Borrowed(p))
     } else {
-        normalize_path(p).map(std::borrow::Cow::Owned)
+        normalize_path(p).map(Cow::Owned)
     }
 }
 
-fn path_matches<'a>(g: &PathGlob, arg: &'a str) -> Option<std::borrow::Cow<'a, str>> {
-    let norm = normalized(arg)?;
-    g.matches_normalized(&norm).then_some(norm)
-}
-
-/// Whether one linear form matches the arguments (no allocation but path normalisation).
-fn match_linear<S: AsRef<str>>(seq: &[Elem], args: &[S]) -> bool {
+/// Whether one linear form matches the arguments after the program (no allocation). `norm`
+/// holds each argument normalised as a path, or is empty when none is absolute.
+fn match_linear<S: AsRef<str>>(seq: &[Elem], args: &[S], norm: &[Option<Cow<'_, str>>]) -> bool {
     let rest = matches!(seq.last(), Some(Elem::Rest));
     let fixed = if rest { seq.len() - 1 } else { seq.len() };
     if args.len() < fixed || (!rest && args.len() != fixed) {
         return false;
     }
-    seq[..fixed].iter().zip(args).all(|(e, a)| {
-        let a = a.as_ref();
-        match e {
-            Elem::Literal(l) => l == a,
-            Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
-            Elem::Word => !a.is_empty() && !a.starts_with('-'),
-            Elem::Path(g) => path_matches(g, a).is_some(),
-            Elem::Rest | Elem::Optional(_) => false,
-        }
-    })
+    // Not `zip(norm)`: `norm` is empty when no argument is absolute.
+    seq[..fixed]
+        .iter()
+        .zip(args)
+        .enumerate()
+        .all(|(i, (e, a))| {
+            let a = a.as_ref();
+            match e {
+                Elem::Literal(l) => l == a,
+                Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
+                Elem::Word => !a.is_empty() && !a.starts_with('-'),
+                Elem::Path(g) => norm
+                    .get(i)
+                    .and_then(Option::as_deref)
+                    .is_some_and(|n| g.matches_normalized(n)),
+                Elem::Rest | Elem::Optional(_) => false,
+            }
+        })
 }
 
 /// The argv to run for a matched form: program as given, paths normalised.
-fn render<S: AsRef<str>>(seq: &[Elem], args: &[S]) -> Vec<String> {
+fn render<S: AsRef<str>>(seq: &[Elem], args: &[S], norm: &[Option<Cow<'_, str>>]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
-    out.push(args[0].as_ref().to_owned());
-    for (i, a) in args[1..].iter().enumerate() {
+    for (i, a) in args.iter().enumerate() {
         let a = a.as_ref();
-        match seq.get(i) {
-            Some(Elem::Path(g)) => out.push(
-                path_matches(g, a).map_or_else(|| a.to_owned(), std::borrow::Cow::into_owned),
-            ),
-            _ => out.push(a.to_owned()),
-        }
+        let path = match i.checked_sub(1).map(|j| (seq.get(j), norm.get(j))) {
+            Some((Some(Elem::Path(_)), Some(Some(n)))) => Some(n),
+            _ => None,
+        };
+        out.push(path.map_or_else(|| a.to_owned(), |n| n.as_ref().to_owned()));
     }
     out
 }

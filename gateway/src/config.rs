@@ -332,6 +332,10 @@ pub fn validate(mut config: Config, base: &Path) -> Result<Loaded, Vec<ConfigErr
     if let Some(r) = &config.recordings {
         config.recordings = Some(resolve(base, r));
     }
+    config.policy = resolve(base, &config.policy);
+    if let Some(r) = &config.revocations {
+        config.revocations = Some(resolve(base, r));
+    }
     let redactor = match &config.audit.redact {
         None => Ok(Redactor::default()),
         Some(pats) => Redactor::new(pats).map_err(|(i, e)| bad(&format!("audit.redact[{i}]"), e)),

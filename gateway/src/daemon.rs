@@ -128,6 +128,7 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
                         ..gw.verifier.load().config().clone()
                     };
                     gw.verifier.store(Arc::new(Verifier::new(cfg)));
+                    gw.revocations_changed.notify_waiters();
                     reloaded(&gw, "revocations", "ok", json!({}));
                     tracing::info!("revocations reloaded");
                 }
@@ -230,22 +231,15 @@ pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
         Some(a) => Some(bind(a.listen, "admin.listen").await?),
         None => None,
     };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let abs = |p: &Path| {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
     Ok(Prepared {
         gateway,
         ssh,
         listener,
         admin,
         watched: Watched {
-            policy: Some(abs(&config.policy)),
-            revocations: config.revocations.as_deref().map(abs),
+            // validate() made these absolute
+            policy: Some(config.policy.clone()),
+            revocations: config.revocations.clone(),
             interval: config.reload_interval,
         },
     })

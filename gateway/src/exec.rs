@@ -188,6 +188,37 @@ where
     Ok(total)
 }
 
+/// Copies with 256 KiB reads (tokio's `copy` reads 8 KiB at a time, which becomes 8 KiB SSH
+/// packets and twice the client's CPU for bulk output).
+async fn copy_large<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, r);
+    tokio::io::copy_buf(&mut reader, w).await
+}
+
+/// Sends the initial terminal size, then forwards each resize until either side closes.
+async fn forward_resizes(
+    size: Tty,
+    mut rx: tokio::sync::mpsc::Receiver<Tty>,
+    mut tx: futures::channel::mpsc::Sender<kube::api::TerminalSize>,
+) -> tokio::task::JoinHandle<()> {
+    let ts = |t: Tty| kube::api::TerminalSize {
+        width: t.cols,
+        height: t.rows,
+    };
+    let _ = tx.send(ts(size)).await;
+    tokio::spawn(async move {
+        while let Some(t) = rx.recv().await {
+            if tx.send(ts(t)).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 /// Terminal request of the SSH channel.
 #[derive(Debug, Clone, Copy)]
 pub struct Tty {
@@ -208,6 +239,68 @@ pub async fn run<I, O, E>(
     tty: Option<Tty>,
     resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
     stdin: I,
+    stdout: O,
+    stderr: E,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    run_stages(
+        client,
+        permit.stages(),
+        target,
+        tty,
+        resize,
+        stdin,
+        stdout,
+        stderr,
+    )
+    .await
+}
+
+/// Runs a break-glass shell: `argv` (the configured shell, not user text) under a break-glass
+/// permit.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_break_glass<I, O, E>(
+    client: &kube::Client,
+    _permit: &Permit,
+    shell: &[String],
+    target: &Resolved,
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    stdin: I,
+    stdout: O,
+    stderr: E,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    run_stages(
+        client,
+        std::slice::from_ref(&shell.to_vec()),
+        target,
+        tty,
+        resize,
+        stdin,
+        stdout,
+        stderr,
+    )
+    .await
+}
+
+/// Attaches to the container's main process (pods/attach) as the client's user.
+#[allow(clippy::too_many_arguments)]
+pub async fn attach<I, O, E>(
+    client: &kube::Client,
+    _permit: &Permit,
+    target: &Resolved,
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    mut stdin: I,
     mut stdout: O,
     mut stderr: E,
 ) -> Result<u32, KubeError>
@@ -217,7 +310,78 @@ where
     E: AsyncWrite + Unpin + Send + 'static,
 {
     let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
-    let stages = permit.stages();
+    // The main process's terminal and stdin exist only when its spec asks for them; attach
+    // follows the spec so it works on ordinary containers (output only).
+    let pod = api.get(&target.pod).await.map_err(kube_err)?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == target.container));
+    let with_stdin = spec.and_then(|c| c.stdin).unwrap_or(false);
+    let with_tty = tty.is_some() && spec.and_then(|c| c.tty).unwrap_or(false);
+    let ap = AttachParams {
+        container: Some(target.container.clone()),
+        stdin: with_stdin,
+        stdout: true,
+        stderr: !with_tty,
+        tty: with_tty,
+        max_stdin_buf_size: Some(256 * 1024),
+        max_stdout_buf_size: Some(256 * 1024),
+        max_stderr_buf_size: Some(256 * 1024),
+    };
+    let mut p = api.attach(&target.pod, &ap).await.map_err(kube_err)?;
+    let mut tasks = Vec::new();
+    if let Some(mut w) = p.stdin() {
+        tasks.push(tokio::spawn(async move {
+            let _ = copy_large(&mut stdin, &mut w).await;
+            let _ = w.shutdown().await;
+        }));
+    }
+    if let (Some(size), Some(rx), Some(tx)) = (tty, resize, p.terminal_size()) {
+        tasks.push(forward_resizes(size, rx, tx).await);
+    }
+    let err_task = p.stderr().map(|mut e| {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut e, &mut stderr).await;
+            let _ = stderr.flush().await;
+        })
+    });
+    if let Some(mut out) = p.stdout() {
+        let _ = copy_large(&mut out, &mut stdout).await;
+    }
+    let _ = stdout.flush().await;
+    if let Some(t) = err_task {
+        let _ = t.await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let status = p.take_status();
+    let code = match status {
+        Some(s) => s.await.map_or(0, |st| exit_code(&st)),
+        None => 0,
+    };
+    let _ = p.join().await;
+    Ok(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_stages<I, O, E>(
+    client: &kube::Client,
+    stages: &[Vec<String>],
+    target: &Resolved,
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    stdin: I,
+    mut stdout: O,
+    mut stderr: E,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
     let mut procs = Vec::with_capacity(stages.len());
     for argv in stages {
         let ap = AttachParams {
@@ -241,32 +405,14 @@ where
     let mut stdin = stdin;
     if let Some(mut w) = procs.first_mut().and_then(|p| p.stdin()) {
         tasks.push(tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut stdin, &mut w).await;
+            let _ = copy_large(&mut stdin, &mut w).await;
             let _ = w.shutdown().await;
         }));
     }
-    if let (Some(size), Some(mut rx)) = (tty, resize)
-        && let Some(mut tx) = procs.first_mut().and_then(|p| p.terminal_size())
+    if let (Some(size), Some(rx)) = (tty, resize)
+        && let Some(tx) = procs.first_mut().and_then(|p| p.terminal_size())
     {
-        {
-            let _ = tx
-                .send(kube::api::TerminalSize {
-                    width: size.cols,
-                    height: size.rows,
-                })
-                .await;
-            tasks.push(tokio::spawn(async move {
-                while let Some(t) = rx.recv().await {
-                    let ts = kube::api::TerminalSize {
-                        width: t.cols,
-                        height: t.rows,
-                    };
-                    if tx.send(ts).await.is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
+        tasks.push(forward_resizes(size, rx, tx).await);
     }
     // stage i stdout → stage i+1 stdin
     for i in 0..procs.len().saturating_sub(1) {
@@ -274,7 +420,7 @@ where
         let w = procs[i + 1].stdin();
         if let (Some(mut r), Some(mut w)) = (r, w) {
             tasks.push(tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = copy_large(&mut r, &mut w).await;
                 let _ = w.shutdown().await;
             }));
         }
@@ -296,7 +442,7 @@ where
         .ok_or_else(|| KubeError("empty command".into()))?;
     let status = last.take_status();
     if let Some(mut out) = last.stdout() {
-        let _ = tokio::io::copy(&mut out, &mut stdout).await;
+        let _ = copy_large(&mut out, &mut stdout).await;
     }
     let _ = stdout.flush().await;
     let code = match status {

@@ -16,6 +16,7 @@ mod tree;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use jitsh_certs::VerifiedIdentity;
 use russh::Channel;
@@ -79,9 +80,24 @@ pub(crate) fn spawn_sftp(
                 say(&write, &msg).await;
                 1
             }
+            // A certificate restricted to one command gets that command only (as with sshd,
+            // where force-command replaces the subsystem); it is not widened to file pulls.
+            Ok(_) if id.force_command().is_some() => {
+                say(
+                    &write,
+                    "refused: your certificate allows only its forced command",
+                )
+                .await;
+                gw.record(
+                    "file.denied",
+                    json!({"session": sid, "identity": id.identity(), "user": id.username(), "via": "sftp", "op": "subsystem", "reasons": ["the certificate has a force-command"]}),
+                );
+                1
+            }
             Ok(_slot) => {
                 let clock = Arc::new(Clock::new(&gw, &id));
                 let ctx = Ctx {
+                    merged: AtomicBool::new(false),
                     gw: &gw,
                     id: &id,
                     sid: &sid,
@@ -91,7 +107,7 @@ pub(crate) fn spawn_sftp(
                 };
                 tokio::select! {
                     code = sftp::serve(&ctx, read) => code,
-                    reason = clock.expired(&gw) => {
+                    reason = clock.expired(&gw, &id, &write) => {
                         say(&write, &format!("session closed: {reason}")).await;
                         gw.record(
                             "session.end",

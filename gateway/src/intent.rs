@@ -42,6 +42,25 @@ pub enum Intent {
     },
     /// `scp -t ...`: the sink side (uploads), which the read-only gateway refuses.
     ScpSink,
+    /// The filtered prompt on a target (a target and no command).
+    Prompt {
+        /// Where.
+        target: TargetSpec,
+    },
+    /// `break-glass TARGET --incident ID --reason TEXT`.
+    BreakGlass {
+        /// Where.
+        target: TargetSpec,
+        /// The incident id.
+        incident: Option<String>,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// `attach TARGET`.
+    Attach {
+        /// Where.
+        target: TargetSpec,
+    },
     /// Run the command line (unparsed text after the target and an optional `--`) in the target.
     Exec {
         /// Where.
@@ -94,6 +113,18 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
         }
         "logs" => return parse_logs(rest),
         "scp" => return parse_scp(rest),
+        "break-glass" => return parse_break_glass(rest),
+        "attach" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            return match words.as_slice() {
+                [t] => Ok(Intent::Attach {
+                    target: parse_target(t)?,
+                }),
+                _ => Err(IntentError(
+                    "usage: attach [namespace/]pod[/container]".into(),
+                )),
+            };
+        }
         _ => {}
     }
     let target = parse_target(first)?;
@@ -102,13 +133,54 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
         _ => rest,
     };
     if line.is_empty() {
-        return Err(IntentError(format!(
-            "no command given for {first}; interactive sessions need 'ssh -t' (not yet supported)"
-        )));
+        return Ok(Intent::Prompt { target });
     }
     Ok(Intent::Exec {
         target,
         line: line.to_owned(),
+    })
+}
+
+const BREAK_GLASS_USAGE: &str =
+    "usage: break-glass [namespace/]pod[/container] --incident ID --reason \"TEXT\"";
+
+fn parse_break_glass(rest: &str) -> Result<Intent, IntentError> {
+    // Quoting as in a command line (the reason is usually quoted); nothing is expanded.
+    let cl = jitsh_broker_policy::parse_command_line(rest)
+        .map_err(|e| IntentError(format!("break-glass: {e}; {BREAK_GLASS_USAGE}")))?;
+    let [argv] = cl.stages() else {
+        return Err(IntentError(BREAK_GLASS_USAGE.into()));
+    };
+    let mut words = argv.iter();
+    let Some(t) = words.next() else {
+        return Err(IntentError(BREAK_GLASS_USAGE.into()));
+    };
+    let target = parse_target(t)?;
+    let (mut incident, mut reason) = (None, None);
+    while let Some(w) = words.next() {
+        let (flag, inline) = match w.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (w.as_str(), None),
+        };
+        let value = inline.or_else(|| words.next().cloned()).ok_or_else(|| {
+            IntentError(format!(
+                "break-glass: {flag} needs a value; {BREAK_GLASS_USAGE}"
+            ))
+        })?;
+        match flag {
+            "--incident" => incident = Some(value),
+            "--reason" => reason = Some(value),
+            other => {
+                return Err(IntentError(format!(
+                    "break-glass: unknown option '{other}'; {BREAK_GLASS_USAGE}"
+                )));
+            }
+        }
+    }
+    Ok(Intent::BreakGlass {
+        target,
+        incident,
+        reason,
     })
 }
 
@@ -268,7 +340,30 @@ mod tests {
         assert_eq!(line, "ps aux");
         assert_eq!(parse("help").unwrap(), Intent::Help);
         assert!(parse("Bad!Pod ls").is_err());
-        assert!(parse("payments/api-0").is_err());
+        assert_eq!(
+            parse("payments/api-0").unwrap(),
+            Intent::Prompt {
+                target: TargetSpec {
+                    namespace: Some("payments".into()),
+                    pod: "api-0".into(),
+                    container: None
+                }
+            }
+        );
+        let Intent::BreakGlass {
+            incident, reason, ..
+        } = parse("break-glass payments/api-0 --incident INC-42 --reason 'db down'").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(incident.as_deref(), Some("INC-42"));
+        assert_eq!(reason.as_deref(), Some("db down"));
+        assert!(parse("break-glass payments/api-0 --reason").is_err());
+        assert!(parse("break-glass payments/api-0 --reason 'x' ; id").is_err());
+        assert!(matches!(
+            parse("attach payments/api-0/app").unwrap(),
+            Intent::Attach { .. }
+        ));
         assert_eq!(parse("pods").unwrap(), Intent::Pods { namespace: None });
         assert_eq!(
             parse("pods payments").unwrap(),

@@ -10,4 +10,6 @@ pub mod exec;
 pub mod files;
 pub mod intent;
 pub mod issuer;
+pub mod lineedit;
+pub mod recording;
 pub mod server;

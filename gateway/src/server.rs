@@ -29,6 +29,8 @@ use crate::config::LimitsConfig;
 use crate::exec::{self, KubeAccess, Tty};
 use crate::intent::{self, Intent, TargetSpec};
 
+mod interactive;
+
 /// Exit status of a command the policy denied.
 pub const DENIED_STATUS: u32 = 126;
 /// Exit status of a session the gateway ended (certificate expiry, limits, idle, shutdown).
@@ -72,6 +74,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     track: Mutex<Tracking>,
     drained: tokio::sync::Notify,
+    /// Woken when the revocation list changes, so running sessions re-check their certificate.
+    pub(crate) revocations_changed: tokio::sync::Notify,
     stopping: CancellationToken,
     kill: CancellationToken,
 }
@@ -96,6 +100,7 @@ impl Gateway {
             metrics: Metrics::default(),
             track: Mutex::new(Tracking::default()),
             drained: tokio::sync::Notify::new(),
+            revocations_changed: tokio::sync::Notify::new(),
             stopping: CancellationToken::new(),
             kill: CancellationToken::new(),
         }
@@ -647,9 +652,13 @@ impl russh::server::Handler for Conn {
         let tty = self.ptys.get(&channel).copied();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         self.resize.insert(channel, tx);
-        let text = std::str::from_utf8(data)
-            .map(str::to_owned)
-            .map_err(|e| e.valid_up_to());
+        // A certificate's force-command replaces whatever the client asked for (as in sshd).
+        let text = match id.force_command() {
+            Some(fc) => Ok(fc.to_owned()),
+            None => std::str::from_utf8(data)
+                .map(str::to_owned)
+                .map_err(|e| e.valid_up_to()),
+        };
         let gw = self.gw.clone();
         let sid = self.session_id.clone();
         let peer = self.peer;
@@ -663,6 +672,7 @@ impl russh::server::Handler for Conn {
                 Ok(_slot) => {
                     let clock = Arc::new(Clock::new(&gw, &id));
                     let ctx = Ctx {
+                        merged: AtomicBool::new(false),
                         gw: &gw,
                         id: &id,
                         sid: &sid,
@@ -685,7 +695,7 @@ impl russh::server::Handler for Conn {
                     };
                     tokio::select! {
                         code = run => code,
-                        reason = clock.expired(&gw) => {
+                        reason = clock.expired(&gw, &id, &write) => {
                             let _ = write
                                 .extended_data_bytes(1, format!("\r\njitsh: session closed: {reason}\r\n"))
                                 .await;
@@ -800,6 +810,16 @@ impl Clock {
 
     /// Applies the policy's limits (only ever shortens).
     pub(crate) fn tighten(&self, max_session: Duration, idle: Duration) {
+        self.tighten_with(
+            max_session,
+            idle,
+            "the policy's maximum session length was reached",
+        );
+    }
+
+    /// Shortens the session to `max_session` from its start (with `why` as the reason) and
+    /// the idle timeout to `idle`.
+    fn tighten_with(&self, max_session: Duration, idle: Duration, why: &'static str) {
         let mut l = self
             .limits
             .lock()
@@ -807,17 +827,44 @@ impl Clock {
         let end = self.started + max_session;
         if end < l.0 {
             l.0 = end;
-            l.1 = "the policy's maximum session length was reached";
+            l.1 = why;
         }
         l.2 = l.2.min(idle);
         drop(l);
         self.changed.notify_waiters();
     }
 
-    /// Resolves with the reason when the session must end.
-    pub(crate) async fn expired(&self, gw: &Gateway) -> String {
+    /// Resolves with the reason when the session must end; one minute before a fixed end
+    /// (certificate, grant, policy maximum) it writes a one-line warning to `write`.
+    pub(crate) async fn expired(
+        &self,
+        gw: &Gateway,
+        id: &VerifiedIdentity,
+        write: &russh::ChannelWriteHalf<Msg>,
+    ) -> String {
+        self.expired_warning(gw, id, Some(write)).await
+    }
+
+    /// [`Clock::expired`] with the warning written only when there is a terminal to write it
+    /// to (a forwarded TCP stream has none).
+    pub(crate) async fn expired_warning(
+        &self,
+        gw: &Gateway,
+        id: &VerifiedIdentity,
+        write: Option<&russh::ChannelWriteHalf<Msg>>,
+    ) -> String {
+        const WARN: Duration = Duration::from_secs(60);
+        let mut warned = false;
         loop {
             let changed = self.changed.notified();
+            let revoked = gw.revocations_changed.notified();
+            {
+                let v = gw.verifier.load();
+                let list = &v.config().revocations;
+                if list.is_serial_revoked(id.serial()) || list.is_key_id_revoked(id.key_id()) {
+                    return "your certificate was revoked".into();
+                }
+            }
             let (end, why, idle) = *self
                 .limits
                 .lock()
@@ -831,10 +878,27 @@ impl Clock {
             if now >= last + idle {
                 return format!("idle for {}", humantime::format_duration(idle));
             }
-            let wake = end.min(last + idle);
+            let warn_at = end.checked_sub(WARN).unwrap_or(now);
+            if !warned && now >= warn_at && self.started + WARN < end {
+                warned = true;
+                let left = humantime::format_duration(Duration::from_secs((end - now).as_secs()));
+                if let Some(write) = write {
+                    let _ = write
+                        .extended_data_bytes(
+                            1,
+                            format!("\r\njitsh: warning: this session ends in {left} ({why})\r\n"),
+                        )
+                        .await;
+                }
+            }
+            let mut wake = end.min(last + idle);
+            if !warned && warn_at > now {
+                wake = wake.min(warn_at);
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = changed => {}
+                () = revoked => {}
                 () = gw.kill.cancelled() => return "the gateway is shutting down".into(),
             }
         }
@@ -870,6 +934,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
 }
 
 pub(crate) struct Ctx<'a> {
+    /// Messages go to stdout, in order with everything else (a terminal session).
+    pub(crate) merged: AtomicBool,
     pub(crate) gw: &'a Arc<Gateway>,
     pub(crate) id: &'a VerifiedIdentity,
     pub(crate) sid: &'a str,
@@ -879,6 +945,17 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// One `jitsh: …` line for the user: on stderr, or in order on stdout in a terminal session.
+    async fn say(&self, line: &str) {
+        if self.merged.load(Ordering::Relaxed) {
+            let _ = self
+                .write
+                .data_bytes(format!("jitsh: {line}\r\n").into_bytes())
+                .await;
+        } else {
+            say(self.write, line).await;
+        }
+    }
     pub(crate) fn subject(&self) -> Subject {
         Subject {
             user: self.id.username().to_owned(),
@@ -985,7 +1062,7 @@ async fn run_command(
     let intent = match intent::parse(text) {
         Ok(i) => i,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             return 2;
         }
     };
@@ -1006,6 +1083,23 @@ async fn run_command(
             recursive,
         } => crate::files::scp::source(ctx, &cid, &paths, preserve, recursive, read).await,
         Intent::ScpSink => crate::files::scp::refuse_sink(ctx, &cid).await,
+        Intent::Prompt { target } => {
+            interactive::prompt(ctx, &cid, &target, tty, resize, read).await
+        }
+        Intent::BreakGlass {
+            target,
+            incident,
+            reason,
+        } => {
+            let req = interactive::BreakGlassRequest {
+                incident: incident.as_deref(),
+                reason: reason.as_deref(),
+            };
+            interactive::break_glass(ctx, &cid, &target, req, tty, resize, read).await
+        }
+        Intent::Attach { target } => {
+            interactive::attach(ctx, &cid, &target, tty, resize, read).await
+        }
     }
 }
 
@@ -1070,7 +1164,7 @@ async fn pods(ctx: &Ctx<'_>, cid: &str, namespace: Option<String>) -> u32 {
     let client = match ctx.gw.kube.client_as(ctx.id, cid) {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             return 1;
         }
     };
@@ -1100,7 +1194,7 @@ async fn pods(ctx: &Ctx<'_>, cid: &str, namespace: Option<String>) -> u32 {
             }
             Err(e) => {
                 failures += 1;
-                say(ctx.write, &format!("namespace {ns}: {e}")).await;
+                ctx.say(&format!("namespace {ns}: {e}")).await;
             }
         }
     }
@@ -1141,7 +1235,7 @@ async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::L
     let (client, resolved) = match ctx.resolve(cid, target).await {
         Ok(x) => x,
         Err(e) => {
-            say(ctx.write, &e).await;
+            ctx.say(&e).await;
             return 1;
         }
     };
@@ -1163,11 +1257,8 @@ async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::L
     };
     ev["rule"] = json!(permit.rule());
     if let Err(e) = ctx.gw.audit.record("logs.allowed", ev.clone()) {
-        say(
-            ctx.write,
-            &format!("refused: the audit log cannot be written ({e})"),
-        )
-        .await;
+        ctx.say(&format!("refused: the audit log cannot be written ({e})"))
+            .await;
         return 1;
     }
     ctx.clock
@@ -1179,7 +1270,7 @@ async fn logs(ctx: &Ctx<'_>, cid: &str, target: &TargetSpec, options: &intent::L
             0
         }
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             ev["error"] = json!(e.to_string());
             1
         }
@@ -1203,17 +1294,21 @@ async fn deny(
         .commands
         .get_or_create(&label("decision", "deny"))
         .inc();
-    let rule = d.rule.as_deref().unwrap_or("no rule");
-    say(
-        ctx.write,
-        &format!(
-            "denied: {} on {}/{} (policy: {rule})",
-            d.reasons.join("; "),
-            resolved.namespace,
-            resolved.pod
+    let reasons = d.reasons.join("; ");
+    let line = match &d.rule {
+        // A refused construct: the parser's message says what and where; nothing ran.
+        None if reasons.starts_with("refused:") => format!("{reasons} (nothing was run)"),
+        None => format!(
+            "denied: {reasons} on {}/{} (no policy rule grants it)",
+            resolved.namespace, resolved.pod
         ),
-    )
-    .await;
+        Some(rule) if reasons.contains(rule.as_str()) => format!("denied: {reasons}"),
+        Some(rule) => format!(
+            "denied: {reasons} on {}/{} (policy rule {rule})",
+            resolved.namespace, resolved.pod
+        ),
+    };
+    ctx.say(&line).await;
     DENIED_STATUS
 }
 
@@ -1277,43 +1372,10 @@ async fn run_exec(
     let (client, resolved) = match ctx.resolve(cid, target).await {
         Ok(x) => x,
         Err(e) => {
-            say(ctx.write, &e).await;
+            ctx.say(&e).await;
             return 1;
         }
     };
-    let tgt = target_of(&resolved);
-    ev["namespace"] = json!(resolved.namespace);
-    ev["pod"] = json!(resolved.pod);
-    ev["container"] = json!(resolved.container);
-    let decision = gw.policy.load().decide(&Request {
-        subject: &ctx.subject(),
-        target: &tgt,
-        mode: Mode::Exec,
-        action: Action::Command(&parsed),
-    });
-    let permit = match decision.permit() {
-        Ok(p) => p,
-        Err(d) => return deny(ctx, "command.denied", ev, &d, &resolved).await,
-    };
-    ev["rule"] = json!(permit.rule());
-    if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
-        gw.metrics
-            .commands
-            .get_or_create(&label("decision", "refused"))
-            .inc();
-        say(
-            ctx.write,
-            &format!("refused: the audit log cannot be written ({e})"),
-        )
-        .await;
-        return 1;
-    }
-    gw.metrics
-        .commands
-        .get_or_create(&label("decision", "allow"))
-        .inc();
-    ctx.clock
-        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
     let (stdin_r, mut stdin_w) = tokio::io::duplex(256 * 1024);
     let clock = ctx.clock.clone();
     let bytes_in = gw
@@ -1337,27 +1399,102 @@ async fn run_exec(
         }
         let _ = stdin_w.shutdown().await;
     });
-    let started = Instant::now();
-    let res = exec::run(
-        &client,
-        ctx.id,
-        &permit,
-        &resolved,
+    let io = Io {
         tty,
-        Some(resize),
-        stdin_r,
-        ctx.out(),
-        ctx.err(),
+        resize: Some(resize),
+        stdin: stdin_r,
+        rec: None,
+    };
+    let code = command(ctx, &client, &resolved, &parsed, ev, io).await;
+    pump.abort();
+    code
+}
+
+/// How a decided command is connected.
+struct Io<I> {
+    tty: Option<Tty>,
+    resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    stdin: I,
+    rec: Option<Arc<crate::recording::Recorder>>,
+}
+
+/// Decides a parsed command line on a resolved target, audits, runs it, audits the exit.
+async fn command<I>(
+    ctx: &Ctx<'_>,
+    client: &kube::Client,
+    resolved: &exec::Resolved,
+    parsed: &jitsh_broker_policy::CommandLine,
+    mut ev: serde_json::Value,
+    io: Io<I>,
+) -> u32
+where
+    I: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let gw = ctx.gw;
+    let tgt = target_of(resolved);
+    ev["namespace"] = json!(resolved.namespace);
+    ev["pod"] = json!(resolved.pod);
+    ev["container"] = json!(resolved.container);
+    let decision = gw.policy.load().decide(&Request {
+        subject: &ctx.subject(),
+        target: &tgt,
+        mode: Mode::Exec,
+        action: Action::Command(parsed),
+    });
+    let marker = |what: &str| {
+        if let Some(r) = &io.rec {
+            let argv: Vec<String> = parsed
+                .stages()
+                .iter()
+                .map(|s| gw.redactor.redact(s).join(" "))
+                .collect();
+            let _ = r.event("m", &format!("{what}: {}", argv.join(" | ")));
+        }
+    };
+    let permit = match decision.permit() {
+        Ok(p) => p,
+        Err(d) => {
+            marker("denied");
+            return deny(ctx, "command.denied", ev, &d, resolved).await;
+        }
+    };
+    ev["rule"] = json!(permit.rule());
+    if let Err(e) = gw.audit.record("command.allowed", ev.clone()) {
+        gw.metrics
+            .commands
+            .get_or_create(&label("decision", "refused"))
+            .inc();
+        ctx.say(&format!("refused: the audit log cannot be written ({e})"))
+            .await;
+        return 1;
+    }
+    marker("allowed");
+    gw.metrics
+        .commands
+        .get_or_create(&label("decision", "allow"))
+        .inc();
+    ctx.clock
+        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    let started = Instant::now();
+    let out = crate::recording::Recorded {
+        inner: ctx.out(),
+        rec: io.rec.clone(),
+    };
+    let err = crate::recording::Recorded {
+        inner: ctx.err(),
+        rec: io.rec.clone(),
+    };
+    let res = exec::run(
+        client, ctx.id, &permit, resolved, io.tty, io.resize, io.stdin, out, err,
     )
     .await;
-    pump.abort();
     gw.metrics
         .exec_seconds
         .observe(started.elapsed().as_secs_f64());
     let code = match res {
         Ok(c) => c,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            ctx.say(&e.to_string()).await;
             1
         }
     };

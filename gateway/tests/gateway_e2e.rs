@@ -1,80 +1,14 @@
 //! End-to-end: `jitsh serve --dev` driven by the real OpenSSH client and kubectl.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-struct Dev {
-    child: Child,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Dev {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--dev-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        let l = lines
-            .next()
-            .expect("serve --dev exited before ready")
-            .unwrap();
-        if l.contains("jitsh dev gateway ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Dev {
-        child,
-        dir,
-        _tmp: tmp,
-    }
-}
-
-fn ssh(dir: &Path, user: &str, cmd: &str, stdin: &[u8]) -> Output {
-    let mut c = Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(dir.join("ssh_config"))
-        .arg(format!("{user}@jitsh"))
-        .arg(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut i = c.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = i.write_all(&data);
-    });
-    let o = c.wait_with_output().unwrap();
-    w.join().unwrap();
-    o
-}
+mod common;
+use common::{kube_audit, ssh, start_dev as start, text};
 
 fn execs_in_kube_audit(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("kube-audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["objectRef"]["subresource"] == "exec")
-        .collect()
+    kube_audit(dir, "exec")
 }
 
 #[test]
@@ -312,10 +246,6 @@ fn kubectl(dir: &Path, context: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[test]
 fn gateway_words_and_large_output() {
     let dev = start();
@@ -372,6 +302,35 @@ fn gateway_words_and_large_output() {
     for l in ours.lines() {
         assert!(theirs.contains(l), "{l:?} not in kubectl logs");
     }
+    // -f: a line the app writes after we connect arrives (the demo app writes one a second)
+    let mut follow = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(d.join("ssh_config"))
+        .args(["alice@jitsh", "logs payments/api-0 -f --tail 1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the tail line");
+    let later = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a line written later");
+    assert_ne!(first, later);
+    let _ = follow.kill();
+    let _ = follow.wait();
     let o = ssh(d, "alice", "logs payments/api-0 --tail nope", b"");
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("--tail wants a number"));
@@ -396,7 +355,7 @@ fn gateway_words_and_large_output() {
     let o = ssh(
         d,
         "alice",
-        "payments/api-0 -- grep -c 'token=abc' /var/log/app.log",
+        "payments/api-0 -- grep -c 'token=s3cr3t-value' /var/log/app.log",
         b"",
     );
     assert!(o.status.code().is_some());
@@ -411,7 +370,7 @@ fn gateway_words_and_large_output() {
         ev["argv"],
         serde_json::json!(["grep", "-c", "token=<redacted>", "/var/log/app.log"])
     );
-    assert!(!audit.contains("abc"));
+    assert!(!audit.contains("s3cr3t-value"));
 
     // 100 MiB out through cat is byte-exact
     let mk = kubectl(
@@ -442,13 +401,4 @@ fn gateway_words_and_large_output() {
         hex::encode(sha2::Sha256::digest(&o.stdout))
     };
     assert_eq!(got, want);
-}
-
-fn kube_audit(dir: &Path, subresource: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("kube-audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["objectRef"]["subresource"] == subresource)
-        .collect()
 }

@@ -9,7 +9,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::{eventually, jsonl, text};
 
 const JITSH: &str = env!("CARGO_BIN_EXE_jitsh");
 
@@ -235,10 +238,6 @@ fn ssh_cmd(dir: &Path, user: &str, cmd: &str) -> Command {
     c
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -261,24 +260,8 @@ fn metric(port: u16, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Waits (up to a minute: these machines are slow, this is not a timing assertion) for `cond`.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn audit_events(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    jsonl(&dir.join("audit.jsonl"))
 }
 
 #[test]
@@ -502,8 +485,27 @@ fn configured_gateway_end_to_end() {
         ) >= 1.0
     );
 
-    // revocation reload: alice's certificate by key id
+    // revocation reload: alice's certificate by key id — a running session ends, new ones fail
+    let mut long = ssh_cmd(d, "alice", "payments/api-0 -- sleep 30")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("alice's long session is running", || {
+        metric(admin, "jitsh_active_sessions") >= 1.0
+    });
     std::fs::write(d.join("revoked"), "key-id:alice@example.com\n").unwrap();
+    let mut err = String::new();
+    long.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(long.wait().unwrap().code(), Some(255));
+    assert!(
+        err.contains("session closed: your certificate was revoked"),
+        "{err}"
+    );
     eventually("alice is refused after revocation", || {
         ssh(d, "alice", "whoami").status.code() == Some(255)
     });
@@ -616,4 +618,71 @@ fn per_ip_auth_failure_limit_and_pre_auth_timeout() {
     );
     let audit = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"code\":\"untrusted_ca\""));
+}
+
+#[test]
+fn the_documented_example_runs() {
+    let e = env();
+    let d = &e.dir;
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
+    let start_at = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = doc[start_at..].find("```").unwrap();
+    let example = &doc[start_at..start_at + len];
+    // the ports are the only change
+    let (ssh_port, admin) = (free_port(), free_port());
+    let cfg = example
+        .replace("127.0.0.1:2222", &format!("127.0.0.1:{ssh_port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+    assert_ne!(cfg, example);
+    let path = d.join("example.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let (_, _, _) = write_config(d, "");
+    let ssh_config = std::fs::read_to_string(d.join("ssh_config")).unwrap();
+    let port_line = ssh_config
+        .lines()
+        .find(|l| l.trim_start().starts_with("Port "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        d.join("ssh_config"),
+        ssh_config.replace(&port_line, &format!("  Port {ssh_port}")),
+    )
+    .unwrap();
+    let _gw = start(&path);
+    let o = ssh(d, "alice", "payments/api-0 -- date");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(http_get(admin, "/readyz").0, 200);
+    assert!(
+        std::fs::read_to_string(d.join("audit.jsonl"))
+            .unwrap()
+            .contains("command.allowed")
+    );
+    // a certificate's force-command replaces the requested command
+    keygen(&[
+        "-q",
+        "-s",
+        p(&d.join("user_ca")),
+        "-I",
+        "alice@example.com",
+        "-n",
+        "alice",
+        "-V",
+        "-1m:+1h",
+        "-O",
+        "extension:groups@jitsh.dev=oncall-payments",
+        "-O",
+        "force-command=whoami",
+        p(&d.join("alice.pub")),
+    ]);
+    let o = ssh(d, "alice", "payments/api-0 -- date");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("identity: alice@example.com"),
+        "{}",
+        text(&o.stdout)
+    );
 }

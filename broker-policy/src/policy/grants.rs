@@ -39,7 +39,18 @@ impl Policy {
                 Grant {
                     rule: r.name.clone(),
                     namespaces,
-                    modes: r.modes.iter().copied().collect(),
+                    modes: [
+                        Mode::Exec,
+                        Mode::Shell,
+                        Mode::Logs,
+                        Mode::Files,
+                        Mode::Attach,
+                        Mode::PortForward,
+                        Mode::BreakGlass,
+                    ]
+                    .into_iter()
+                    .filter(|m| r.modes.contains(*m))
+                    .collect(),
                     commands: r.commands.iter().map(|p| p.source().to_owned()).collect(),
                     files: r.file_globs().into_iter().map(str::to_owned).collect(),
                     ports: r.ports.clone(),

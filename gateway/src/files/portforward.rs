@@ -115,6 +115,13 @@ async fn prepare(o: &Opening, cid: &str, ev: &mut Value) -> Result<Ready, String
         let rule = rule.unwrap_or_else(|| "no rule".into());
         format!("denied: {} (policy: {rule})", reasons.join("; "))
     };
+    if o.id.force_command().is_some() {
+        return Err(denied(
+            ev,
+            vec!["your certificate allows only its forced command".into()],
+            None,
+        ));
+    }
     let dest = match destination(&o.host, o.port) {
         Ok(d) => d,
         Err(e) => return Err(denied(ev, vec![e], None)),
@@ -230,7 +237,7 @@ async fn bridge(o: &Opening, mut ready: Ready, channel: Channel<Msg>, mut ev: Va
                 Some(e) => { error = Some(e); break; }
                 None => watch_errors = false,
             },
-            reason = clock.expired(&o.gw) => { error = Some(format!("session closed: {reason}")); break; }
+            reason = clock.expired_warning(&o.gw, &o.id, None) => { error = Some(format!("session closed: {reason}")); break; }
         }
     }
     if error.is_none() && watch_errors {

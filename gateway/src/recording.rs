@@ -1,0 +1,208 @@
+//! Session recordings in asciicast v2 (`asciinema play FILE`): a header line with the terminal
+//! size, start time and who/where/which rule, then `[time, code, data]` events — `o` output,
+//! `i` input (submitted lines, redacted), `r` resize (`COLSxROWS`) and `m` markers (decisions).
+//! Every event is written through to the file; an error ends the session (fail closed).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::io::AsyncWrite;
+
+/// Why a recording cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[error("the session recording {path} cannot be written: {source}")]
+pub struct RecordingError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// One session's asciicast file.
+#[derive(Debug)]
+pub struct Recorder {
+    path: PathBuf,
+    started: Instant,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+/// What the header says about the session.
+#[derive(Debug, Clone)]
+pub struct Header<'a> {
+    /// Terminal columns (80 without a terminal).
+    pub cols: u16,
+    /// Terminal rows (24 without a terminal).
+    pub rows: u16,
+    /// The session id (also the file name).
+    pub session: &'a str,
+    /// The verified user.
+    pub user: &'a str,
+    /// The certificate identity.
+    pub identity: &'a str,
+    /// `namespace/pod/container`.
+    pub target: &'a str,
+    /// The rule that allowed the session.
+    pub rule: &'a str,
+    /// `shell`, `attach` or `break-glass`.
+    pub kind: &'a str,
+}
+
+impl Recorder {
+    /// Creates `<dir>/<session>.cast` and writes the header.
+    pub fn create(dir: &Path, h: &Header<'_>) -> Result<Arc<Self>, RecordingError> {
+        let path = dir.join(format!("{}.cast", h.session));
+        let err = |source| RecordingError {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let header = json!({
+            "version": 2,
+            "width": h.cols,
+            "height": h.rows,
+            "timestamp": now,
+            "title": format!("jitsh {} {}@{}", h.kind, h.user, h.target),
+            "env": {"TERM": "xterm-256color", "SHELL": "jitsh"},
+            "jitsh": {"session": h.session, "user": h.user, "identity": h.identity, "target": h.target, "rule": h.rule, "kind": h.kind},
+        });
+        writeln!(file, "{header}").map_err(err)?;
+        file.flush().map_err(err)?;
+        Ok(Arc::new(Recorder {
+            path,
+            started: Instant::now(),
+            file: Mutex::new(Some(file)),
+        }))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one event.
+    pub fn event(&self, code: &str, data: &str) -> Result<(), RecordingError> {
+        let t = self.started.elapsed().as_secs_f64();
+        let line = json!([(t * 1_000_000.0).round() / 1_000_000.0, code, data]).to_string();
+        let mut g = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let err = |source| RecordingError {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let f = g
+            .as_mut()
+            .ok_or_else(|| err(std::io::Error::other("recording closed after an error")))?;
+        let r = writeln!(f, "{line}").and_then(|()| f.flush());
+        if let Err(e) = r {
+            *g = None;
+            return Err(err(e));
+        }
+        Ok(())
+    }
+
+    /// Output bytes (lossy UTF-8, as asciicast requires text).
+    pub fn output(&self, bytes: &[u8]) -> Result<(), RecordingError> {
+        self.event("o", &String::from_utf8_lossy(bytes))
+    }
+
+    /// Syncs the file to disk.
+    pub fn finish(&self) {
+        let g = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = g.as_ref() {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+/// A writer that also records what passes through as `o` events; a recording error fails the
+/// write (and so the session).
+pub struct Recorded<W> {
+    /// The real destination.
+    pub inner: W,
+    /// The recording.
+    pub rec: Option<Arc<Recorder>>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(rec)) = (&r, &self.rec)
+            && let Err(e) = rec.output(&buf[..*n])
+        {
+            return Poll::Ready(Err(std::io::Error::other(e.to_string())));
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_events_are_asciicast_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Header {
+            cols: 100,
+            rows: 30,
+            session: "s1",
+            user: "alice",
+            identity: "alice@example.com",
+            target: "payments/api-0/app",
+            rule: "oncall-read",
+            kind: "shell",
+        };
+        let r = Recorder::create(dir.path(), &h).unwrap();
+        r.output(b"hello\r\n").unwrap();
+        r.event("i", "ps aux\r").unwrap();
+        r.event("r", "120x40").unwrap();
+        r.event("m", "allow ps aux").unwrap();
+        r.finish();
+        let text = std::fs::read_to_string(dir.path().join("s1.cast")).unwrap();
+        let mut lines = text.lines();
+        let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(header["version"], 2);
+        assert_eq!(header["width"], 100);
+        assert_eq!(header["jitsh"]["user"], "alice");
+        let codes: Vec<String> = lines
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()[1]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(codes, ["o", "i", "r", "m"]);
+        // a second recording with the same session id is refused, never overwritten
+        assert!(Recorder::create(dir.path(), &h).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! What the gateway's end-to-end tests share: starting `jitsh serve --dev`, driving the real
+//! `ssh`, waiting for state, reading JSON-lines logs.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `jitsh serve --dev`, killed on drop.
+pub struct Dev {
+    child: Child,
+    /// The dev dir (ssh_config, kubeconfig, audit logs, recordings).
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `jitsh serve --dev` on an ephemeral loopback port and waits until it is ready.
+pub fn start_dev() -> Dev {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--dev-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let l = lines
+            .next()
+            .expect("serve --dev exited before ready")
+            .unwrap();
+        if l.contains("jitsh dev gateway ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Dev {
+        child,
+        dir,
+        _tmp: tmp,
+    }
+}
+
+/// `ssh -F DIR/ssh_config USER@jitsh CMD` with `stdin` written from a thread (so large inputs
+/// and outputs cannot deadlock).
+pub fn ssh(dir: &Path, user: &str, cmd: &str, stdin: &[u8]) -> Output {
+    let mut c = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(dir.join("ssh_config"))
+        .arg(format!("{user}@jitsh"))
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = c.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = i.write_all(&data);
+    });
+    let o = c.wait_with_output().unwrap();
+    w.join().unwrap();
+    o
+}
+
+/// Lossy text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Waits (up to a minute: these machines are slow; this is not a timing assertion) for `cond`.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The JSON objects of a JSON-lines file (missing file: none).
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// kube-sim's audit events for one pod subresource (`exec`, `log`, `attach`, …).
+pub fn kube_audit(dir: &Path, subresource: &str) -> Vec<serde_json::Value> {
+    jsonl(&dir.join("kube-audit.jsonl"))
+        .into_iter()
+        .filter(|v| v["objectRef"]["subresource"] == subresource)
+        .collect()
+}
