@@ -111,11 +111,6 @@ fn sha256_file(p: &Path) -> String {
         .to_owned()
 }
 
-fn sha256(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
 fn audit(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("audit.jsonl"))
         .unwrap()
@@ -669,5 +664,76 @@ fn port_forward_reaches_allowed_ports_only() {
         assert!(k["requestURI"].as_str().unwrap().contains("ports=8080"));
         assert!(allowed.iter().any(|a| a["command"] == k["auditID"]));
     }
-    let _ = sha256(b"");
+}
+
+#[test]
+fn a_force_command_certificate_gets_no_files_and_no_forwards() {
+    let dev = start();
+    let d = &dev.dir;
+    // A key certified by the dev CA for alice, restricted to `whoami`.
+    let key = d.join("forced-key");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(d.join("user_ca"))
+        .args(["-I", "alice", "-n", "alice", "-V", "-1m:+10m"])
+        .args(["-O", "force-command=whoami"])
+        .args(["-O", "extension:groups@jitsh.dev=oncall-payments"])
+        .arg(d.join("forced-key.pub"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // Only the `Host jitsh` block: the `Match user alice` block would add alice's own certificate.
+    let full = std::fs::read_to_string(d.join("ssh_config")).unwrap();
+    let cfg = d.join("ssh_config.forced");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n  IdentityFile {}\n  CertificateFile {}-cert.pub\n",
+            full.split("\nMatch ").next().unwrap(),
+            key.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let execs_before = kube_audit(d, "exec").len();
+    let o = Command::new("/usr/bin/scp")
+        .arg("-F")
+        .arg(&cfg)
+        .arg(format!("alice@jitsh:{STATIC}"))
+        .arg(dev.tmp.path().join("x"))
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("allows only its forced command"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args([
+            "-o",
+            "LogLevel=INFO",
+            "-W",
+            "api-0.payments:8080",
+            "alice@jitsh",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("allows only its forced command"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(kube_audit(d, "exec").len(), execs_before);
+    assert!(kube_audit(d, "portforward").is_empty());
 }
