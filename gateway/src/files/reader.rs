@@ -28,8 +28,9 @@ const STAT_FORMAT: &str = "%f %s %X %Y %u %g";
 const FIND_FORMAT: &str = "%y %m %s %U %G %A@ %T@ %P\\0";
 /// Largest directory listing read (bytes of `find` output).
 pub(crate) const MAX_LISTING: usize = 8 * 1024 * 1024;
-/// Buffer between the API server and the gateway for file data (read-ahead).
-const READ_AHEAD: usize = 4 * 1024 * 1024;
+/// Buffer between the API server and the gateway for file data (read-ahead); an SFTP session
+/// holds at most 8 open files, so at most 16 MiB of it.
+const READ_AHEAD: usize = 2 * 1024 * 1024;
 /// Stderr kept for error messages.
 const STDERR_KEPT: usize = 4096;
 

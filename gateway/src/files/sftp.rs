@@ -28,8 +28,15 @@ use crate::server::{Ctx, new_id, say};
 const MAX_READ: u32 = 256 * 1024 - 1024;
 /// Largest request accepted from the client.
 const MAX_REQUEST: u32 = 256 * 1024 + 4096;
-/// Most handles open at once.
-const MAX_HANDLES: usize = 256;
+/// Handles advertised in `limits@openssh.com`. OpenSSH's client also caps its requests in
+/// flight at this number, so it stays at its default of 64 (the real caps are below).
+const ADVERTISED_HANDLES: u64 = 64;
+/// Files open at once (each holds a reader in the pod and its read-ahead buffer).
+const MAX_FILES: usize = 8;
+/// Directories open at once (each holds its listing).
+const MAX_DIRS: usize = 8;
+/// Distinct reasons shown on the client's stderr per session (then only the status codes).
+const MAX_SAID: usize = 64;
 /// Directory entries per `SSH_FXP_NAME` answer.
 const NAMES_PER_READDIR: usize = 128;
 /// `SSH_FXP_DATA`.
@@ -193,7 +200,10 @@ impl Session<'_> {
                     FileError::Failure(_) => StatusCode::Failure,
                 };
                 // The client shows only the status code; the reason goes to its stderr.
-                if !matches!(e, FileError::NotFound(_)) && self.said.insert(e.to_string()) {
+                if !matches!(e, FileError::NotFound(_))
+                    && self.said.len() < MAX_SAID
+                    && self.said.insert(e.to_string())
+                {
                     say(ctx.write, &e.to_string()).await;
                 }
                 Reply::Packet(status(id, code, &format!("jitsh: {e}")))
@@ -240,7 +250,7 @@ impl Session<'_> {
                 if r.pflags.intersects(writes) {
                     return Err(self.files.read_only(&r.filename, "write"));
                 }
-                self.room()?;
+                self.room(true)?;
                 let f = self.files.open(&tree::parse(&r.filename)?, false).await?;
                 let handle = self.insert(Opened::File(Box::new(f)));
                 pk(Packet::Handle(Handle { id: r.id, handle }))
@@ -277,7 +287,7 @@ impl Session<'_> {
                 None => Err(FileError::Failure("invalid handle".into())),
             },
             Packet::OpenDir(r) => {
-                self.room()?;
+                self.room(false)?;
                 let node = tree::parse(&r.path)?;
                 let entries = self
                     .files
@@ -310,7 +320,7 @@ impl Session<'_> {
                     max_packet_len: 256 * 1024,
                     max_read_len: u64::from(MAX_READ),
                     max_write_len: u64::from(MAX_READ),
-                    max_open_handles: MAX_HANDLES as u64,
+                    max_open_handles: ADVERTISED_HANDLES,
                 };
                 let data = russh_sftp::ser::to_bytes(&limits)
                     .map_err(|e| FileError::Failure(e.to_string()))?
@@ -353,10 +363,21 @@ impl Session<'_> {
         }
     }
 
-    fn room(&self) -> Result<(), FileError> {
-        if self.handles.len() >= MAX_HANDLES {
+    /// Whether another file (or directory) may be opened.
+    fn room(&self, file: bool) -> Result<(), FileError> {
+        let open = self
+            .handles
+            .values()
+            .filter(|h| matches!(h, Opened::File(_)) == file)
+            .count();
+        let (max, what) = if file {
+            (MAX_FILES, "files")
+        } else {
+            (MAX_DIRS, "directories")
+        };
+        if open >= max {
             return Err(FileError::Failure(format!(
-                "too many open handles (at most {MAX_HANDLES})"
+                "too many open {what} (at most {max} per session)"
             )));
         }
         Ok(())
