@@ -162,6 +162,11 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     println!("  ssh -F {f} alice@jitsh payments/api-0 -- rm -rf /      # denied");
     println!("  ssh -F {f} alice@jitsh pods");
     println!("  ssh -F {f} alice@jitsh logs payments/api-0 --tail 5");
+    println!("  scp -F {f} alice@jitsh:/payments/api-0/app/fs/var/log/app.log .   # also scp -O");
+    println!(
+        "  sftp -F {f} alice@jitsh                                       # read-only file tree"
+    );
+    println!("  ssh -F {f} -N -L 8080:api-0.payments:8080 alice@jitsh          # port-forward");
     println!("  ssh -F {f} alice@jitsh whoami");
     println!(
         "  KUBECONFIG={} kubectl --context admin get pods -A",

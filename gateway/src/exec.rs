@@ -462,7 +462,8 @@ where
     Ok(code)
 }
 
-fn exit_code(st: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> u32 {
+/// The exit status a pods/exec status reports (`Success` → 0, else its `ExitCode` cause, else 1).
+pub(crate) fn exit_code(st: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> u32 {
     if st.status.as_deref() == Some("Success") {
         return 0;
     }

@@ -30,6 +30,18 @@ pub enum Intent {
         /// What to read.
         options: LogOptions,
     },
+    /// `scp -f PATH...`: the source side of the legacy scp protocol (`scp -O` downloads),
+    /// answered by the gateway itself over the virtual file tree.
+    ScpSource {
+        /// Virtual paths as the client sent them (unexpanded: no shell runs here).
+        paths: Vec<String>,
+        /// `-p`: send modification and access times.
+        preserve: bool,
+        /// `-r`: the client asked for a recursive copy.
+        recursive: bool,
+    },
+    /// `scp -t ...`: the sink side (uploads), which the read-only gateway refuses.
+    ScpSink,
     /// The filtered prompt on a target (a target and no command).
     Prompt {
         /// Where.
@@ -100,6 +112,7 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
             };
         }
         "logs" => return parse_logs(rest),
+        "scp" => return parse_scp(rest),
         "break-glass" => return parse_break_glass(rest),
         "attach" => {
             let words: Vec<&str> = rest.split_whitespace().collect();
@@ -221,6 +234,57 @@ fn parse_logs(rest: &str) -> Result<Intent, IntentError> {
     Ok(Intent::Logs { target, options })
 }
 
+const SCP_USAGE: &str =
+    "scp: the gateway serves downloads only: scp [-p] [-r] [-v] [-d] -f [--] PATH...";
+
+/// The remote half of the legacy scp protocol: what OpenSSH's `scp -O` runs on the server
+/// (`scp [-v] [-r] [-p] [-d] -f [--] PATH...`). Words are split with POSIX quoting and nothing
+/// is expanded: a glob or `$` in a path is refused, as in any command line.
+fn parse_scp(rest: &str) -> Result<Intent, IntentError> {
+    let line = jitsh_broker_policy::parse_command_line(rest)
+        .map_err(|e| IntentError(format!("scp: {e}")))?;
+    let [words] = line.stages() else {
+        return Err(IntentError(SCP_USAGE.into()));
+    };
+    let (mut source, mut sink, mut preserve, mut recursive) = (false, false, false, false);
+    let mut paths = Vec::new();
+    let mut options_done = false;
+    for w in words {
+        if options_done || !w.starts_with('-') || w == "-" {
+            paths.push(w.clone());
+            continue;
+        }
+        if w == "--" {
+            options_done = true;
+            continue;
+        }
+        for flag in w.chars().skip(1) {
+            match flag {
+                'f' => source = true,
+                't' => sink = true,
+                'p' => preserve = true,
+                'r' => recursive = true,
+                // Verbose and "target should be a directory" change nothing for a source.
+                'v' | 'd' | 'q' => {}
+                other => {
+                    return Err(IntentError(format!(
+                        "scp: unsupported option '-{other}'; {SCP_USAGE}"
+                    )));
+                }
+            }
+        }
+    }
+    match (source, sink) {
+        (_, true) => Ok(Intent::ScpSink),
+        (true, false) if !paths.is_empty() => Ok(Intent::ScpSource {
+            paths,
+            preserve,
+            recursive,
+        }),
+        _ => Err(IntentError(SCP_USAGE.into())),
+    }
+}
+
 /// Whether `s` is a valid Kubernetes name (lowercase DNS subdomain).
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -320,5 +384,43 @@ mod tests {
         assert!(parse("logs payments/api-0 --tail x").is_err());
         assert!(parse("logs payments/api-0 --bogus").is_err());
         assert!(parse("logs").is_err());
+    }
+
+    #[test]
+    fn scp_source_and_sink() {
+        assert_eq!(
+            parse("scp -f /payments/api-0/app/fs/var/log/app.log").unwrap(),
+            Intent::ScpSource {
+                paths: vec!["/payments/api-0/app/fs/var/log/app.log".into()],
+                preserve: false,
+                recursive: false,
+            }
+        );
+        assert_eq!(
+            parse("scp -v -p -f -- '/a b' -c").unwrap(),
+            Intent::ScpSource {
+                paths: vec!["/a b".into(), "-c".into()],
+                preserve: true,
+                recursive: false,
+            }
+        );
+        let Intent::ScpSource { recursive, .. } = parse("scp -rf /x").unwrap() else {
+            panic!()
+        };
+        assert!(recursive);
+        assert_eq!(parse("scp -t /tmp").unwrap(), Intent::ScpSink);
+        assert_eq!(parse("scp -d -t -- /tmp").unwrap(), Intent::ScpSink);
+        for bad in [
+            "scp",
+            "scp -f",
+            "scp /x",
+            "scp -x -f /a",
+            "scp -f /var/log/*.log",
+            "scp -f /a; id",
+            "scp -f $(id)",
+            "scp -f /a | cat",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

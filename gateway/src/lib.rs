@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dev;
 pub mod exec;
+pub mod files;
 pub mod intent;
 pub mod issuer;
 pub mod lineedit;

@@ -155,7 +155,7 @@ impl Gateway {
     }
 
     /// Opens a session slot for `user`, or says why not.
-    fn open_session(self: &Arc<Self>, user: &str) -> Result<SessionGuard, String> {
+    pub(crate) fn open_session(self: &Arc<Self>, user: &str) -> Result<SessionGuard, String> {
         if self.shutting_down() {
             return Err("refused: the gateway is shutting down".into());
         }
@@ -193,7 +193,7 @@ impl Gateway {
         }
     }
 
-    fn record(&self, kind: &str, fields: serde_json::Value) {
+    pub(crate) fn record(&self, kind: &str, fields: serde_json::Value) {
         if let Err(e) = self.audit.record(kind, fields) {
             tracing::error!("{e}");
         }
@@ -217,7 +217,7 @@ impl Drop for ConnGuard {
     }
 }
 
-struct SessionGuard {
+pub(crate) struct SessionGuard {
     gw: Arc<Gateway>,
     user: String,
 }
@@ -714,6 +714,58 @@ impl russh::server::Handler for Conn {
         });
         Ok(())
     }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only `sftp`: the read-only file tree (crate::files).
+        let id = self.identity.clone();
+        match (name, id, self.channels.remove(&channel)) {
+            ("sftp", Some(id), Some(ch)) => {
+                session.channel_success(channel)?;
+                let sid = self.session_id.clone();
+                crate::files::spawn_sftp(self.gw.clone(), id, sid, self.peer, ch);
+            }
+            (_, _, ch) => {
+                if let Some(ch) = ch {
+                    self.channels.insert(channel, ch);
+                }
+                session.channel_failure(channel)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Local forwarding reaches pods only, through the policy (crate::files::portforward);
+        // without an identity the dropped reply refuses the channel.
+        if let Some(id) = self.identity.clone() {
+            let opening = crate::files::portforward::Opening {
+                gw: self.gw.clone(),
+                id,
+                sid: self.session_id.clone(),
+                peer: self.peer,
+                host: host_to_connect.to_owned(),
+                port: port_to_connect,
+                originator: format!("{originator_address}:{originator_port}"),
+            };
+            crate::files::portforward::spawn(opening, channel, reply);
+        }
+        Ok(())
+    }
 }
 
 fn tty(cols: u32, rows: u32) -> Tty {
@@ -724,7 +776,7 @@ fn tty(cols: u32, rows: u32) -> Tty {
 }
 
 /// When a session must end: the certificate's expiry, the policy's maximum, the idle timeout.
-struct Clock {
+pub(crate) struct Clock {
     started: Instant,
     /// Milliseconds since `started` of the last byte in either direction.
     last_activity: AtomicU64,
@@ -733,7 +785,7 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(gw: &Gateway, id: &VerifiedIdentity) -> Self {
+    pub(crate) fn new(gw: &Gateway, id: &VerifiedIdentity) -> Self {
         let now = Instant::now();
         let left = id
             .valid_before()
@@ -751,13 +803,13 @@ impl Clock {
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity.store(ms, Ordering::Relaxed);
     }
 
     /// Applies the policy's limits (only ever shortens).
-    fn tighten(&self, max_session: Duration, idle: Duration) {
+    pub(crate) fn tighten(&self, max_session: Duration, idle: Duration) {
         self.tighten_with(
             max_session,
             idle,
@@ -784,11 +836,22 @@ impl Clock {
 
     /// Resolves with the reason when the session must end; one minute before a fixed end
     /// (certificate, grant, policy maximum) it writes a one-line warning to `write`.
-    async fn expired(
+    pub(crate) async fn expired(
         &self,
         gw: &Gateway,
         id: &VerifiedIdentity,
         write: &russh::ChannelWriteHalf<Msg>,
+    ) -> String {
+        self.expired_warning(gw, id, Some(write)).await
+    }
+
+    /// [`Clock::expired`] with the warning written only when there is a terminal to write it
+    /// to (a forwarded TCP stream has none).
+    pub(crate) async fn expired_warning(
+        &self,
+        gw: &Gateway,
+        id: &VerifiedIdentity,
+        write: Option<&russh::ChannelWriteHalf<Msg>>,
     ) -> String {
         const WARN: Duration = Duration::from_secs(60);
         let mut warned = false;
@@ -819,12 +882,14 @@ impl Clock {
             if !warned && now >= warn_at && self.started + WARN < end {
                 warned = true;
                 let left = humantime::format_duration(Duration::from_secs((end - now).as_secs()));
-                let _ = write
-                    .extended_data_bytes(
-                        1,
-                        format!("\r\njitsh: warning: this session ends in {left} ({why})\r\n"),
-                    )
-                    .await;
+                if let Some(write) = write {
+                    let _ = write
+                        .extended_data_bytes(
+                            1,
+                            format!("\r\njitsh: warning: this session ends in {left} ({why})\r\n"),
+                        )
+                        .await;
+                }
             }
             let mut wake = end.min(last + idle);
             if !warned && warn_at > now {
@@ -841,7 +906,7 @@ impl Clock {
 }
 
 /// A writer that counts bytes and marks activity.
-struct Counted<W> {
+pub(crate) struct Counted<W> {
     inner: W,
     clock: Arc<Clock>,
     bytes: Counter,
@@ -868,15 +933,15 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
     }
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// Messages go to stdout, in order with everything else (a terminal session).
-    merged: AtomicBool,
-    gw: &'a Arc<Gateway>,
-    id: &'a VerifiedIdentity,
-    sid: &'a str,
-    peer: SocketAddr,
-    write: &'a russh::ChannelWriteHalf<Msg>,
-    clock: &'a Arc<Clock>,
+    pub(crate) merged: AtomicBool,
+    pub(crate) gw: &'a Arc<Gateway>,
+    pub(crate) id: &'a VerifiedIdentity,
+    pub(crate) sid: &'a str,
+    pub(crate) peer: SocketAddr,
+    pub(crate) write: &'a russh::ChannelWriteHalf<Msg>,
+    pub(crate) clock: &'a Arc<Clock>,
 }
 
 impl Ctx<'_> {
@@ -891,16 +956,16 @@ impl Ctx<'_> {
             say(self.write, line).await;
         }
     }
-    fn subject(&self) -> Subject {
+    pub(crate) fn subject(&self) -> Subject {
         Subject {
             user: self.id.username().to_owned(),
             groups: self.id.groups().to_vec(),
         }
     }
-    fn base_event(&self, cid: &str) -> serde_json::Value {
+    pub(crate) fn base_event(&self, cid: &str) -> serde_json::Value {
         json!({"session": self.sid, "command": cid, "identity": self.id.identity(), "user": self.id.username(), "groups": self.id.groups(), "serial": self.id.serial(), "key_id": self.id.key_id(), "source": self.peer.to_string()})
     }
-    fn out(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
+    pub(crate) fn out(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
         Counted {
             inner: self.write.make_writer(),
             clock: self.clock.clone(),
@@ -954,7 +1019,7 @@ impl Ctx<'_> {
     }
 }
 
-fn target_of(r: &exec::Resolved) -> Target {
+pub(crate) fn target_of(r: &exec::Resolved) -> Target {
     Target {
         namespace: r.namespace.clone(),
         pod: r.pod.clone(),
@@ -963,7 +1028,7 @@ fn target_of(r: &exec::Resolved) -> Target {
     }
 }
 
-async fn say(write: &russh::ChannelWriteHalf<Msg>, line: &str) {
+pub(crate) async fn say(write: &russh::ChannelWriteHalf<Msg>, line: &str) {
     let _ = write
         .extended_data_bytes(1, format!("jitsh: {line}\r\n"))
         .await;
@@ -977,6 +1042,10 @@ jitsh — run policy-checked commands in Kubernetes pods as yourself.
   ssh USER@GATEWAY logs [namespace/]pod[/container] [-f] [--tail N] [--since 10m] [--previous] [--timestamps]
   ssh USER@GATEWAY whoami                                        identity, certificate, grants
   ssh USER@GATEWAY help                                          this text
+  scp USER@GATEWAY:/namespace/pod/container/fs/PATH .             pull a file the policy allows (also scp -O)
+  scp USER@GATEWAY:/namespace/pod/container/logs/current.log .    pull a pod log (previous.log: before the restart)
+  sftp USER@GATEWAY                                               browse that read-only tree
+  ssh -L 8080:pod.namespace:8080 USER@GATEWAY                     forward a port the policy allows
 
 Command lines are parsed, not passed to a shell: quoting works, but ; & | > < $ ` and globs are
 refused unless the policy allows pipelines. A denied command exits with status 126.
@@ -1008,6 +1077,12 @@ async fn run_command(
         Intent::Exec { target, line } => {
             run_exec(ctx, &cid, &target, &line, tty, resize, read).await
         }
+        Intent::ScpSource {
+            paths,
+            preserve,
+            recursive,
+        } => crate::files::scp::source(ctx, &cid, &paths, preserve, recursive, read).await,
+        Intent::ScpSink => crate::files::scp::refuse_sink(ctx, &cid).await,
         Intent::Prompt { target } => {
             interactive::prompt(ctx, &cid, &target, tty, resize, read).await
         }
