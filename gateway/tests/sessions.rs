@@ -90,7 +90,7 @@ impl Tmux {
                 "capture-pane",
                 "-p",
                 "-S",
-                "-200",
+                "-2000",
                 "-t",
                 "t",
             ])
@@ -137,60 +137,54 @@ fn filtered_prompt_under_a_terminal() {
     let prompt = "alice@payments/api-0:app$"; // capture-pane drops the trailing space
     t.wait_for("filtered session on payments/api-0/app as alice");
     t.wait_for(prompt);
-    // an allowed line, a denied one, a refused construct
-    t.keys(&["ps aux", "Enter"]);
-    t.wait_for("PID");
-    t.keys(&["rm -rf /", "Enter"]);
-    t.wait_for("denied: 'rm' is not allowed");
-    t.keys(&["cat /var/log/app.log; id", "Enter"]);
-    t.wait_for("refused:");
-    // help lists what the policy allows here
-    t.keys(&["help", "Enter"]);
-    t.wait_for("tail [-n <int>] [-f] <path:/var/log/**>");
-    // line editing: type, go left, insert; Ctrl-A and Ctrl-E
-    t.keys(&["dte", "Left", "Left", "a", "Enter"]);
-    t.wait_for("UTC");
-    t.keys(&["s aux", "C-a", "p", "C-e", "Enter"]);
-    eventually("the edited line ran", || {
+    // Each step waits for the next prompt: keys typed while a command runs go to that command.
+    let line = |keys: &[&str], expect: &str| {
+        let before = t.screen().matches(prompt).count();
+        t.keys(keys);
+        let start = Instant::now();
+        loop {
+            let screen = t.screen();
+            if screen.matches(prompt).count() > before && screen.contains(expect) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "no prompt after {keys:?} with {expect:?}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let runs = |program: &str, event: &str| {
         jsonl(&d.join("audit.jsonl"))
             .iter()
-            .filter(|e| e["event"] == "command.allowed" && e["argv"][0] == "ps")
+            .filter(|e| e["event"] == event && e["argv"][0] == program)
             .count()
-            == 2
-    });
+    };
+    // an allowed line, a denied one, a refused construct
+    line(&["ps aux", "Enter"], "PID");
+    line(&["rm -rf /", "Enter"], "denied: 'rm' is not allowed");
+    line(&["cat /var/log/app.log; id", "Enter"], "refused:");
+    // help lists what the policy allows here
+    line(
+        &["help", "Enter"],
+        "tail [-n <int>] [-f] <path:/var/log/**>",
+    );
+    // line editing: type, go left, insert; Ctrl-A and Ctrl-E
+    line(&["dte", "Left", "Left", "a", "Enter"], "UTC");
+    line(&["s aux", "C-a", "p", "C-e", "Enter"], "PID");
+    assert_eq!(runs("ps", "command.exit"), 2);
     // Ctrl-C interrupts a running command (a sleep 300 that would otherwise hold the prompt)
     t.keys(&["sleep 300", "Enter"]);
     eventually("the sleep started", || {
-        jsonl(&d.join("audit.jsonl"))
-            .iter()
-            .any(|e| e["event"] == "command.allowed" && e["argv"][0] == "sleep")
+        runs("sleep", "command.allowed") == 1
     });
-    std::thread::sleep(Duration::from_millis(300));
-    t.keys(&["C-c"]);
-    eventually("the sleep ended by the interrupt", || {
-        jsonl(&d.join("audit.jsonl"))
-            .iter()
-            .any(|e| e["event"] == "command.exit" && e["argv"][0] == "sleep")
-    });
-    t.keys(&["wc -l /var/log/app.log", "Enter"]);
-    eventually("wc ran", || {
-        jsonl(&d.join("audit.jsonl"))
-            .iter()
-            .any(|e| e["event"] == "command.exit" && e["argv"][0] == "wc")
-    });
+    std::thread::sleep(Duration::from_millis(500));
+    line(&["C-c"], "sleep 300");
+    assert_eq!(runs("sleep", "command.exit"), 1);
+    line(&["wc -l /var/log/app.log", "Enter"], "/var/log/app.log");
     // history: Up recalls the last line
-    let before = jsonl(&d.join("audit.jsonl"))
-        .iter()
-        .filter(|e| e["event"] == "command.allowed" && e["argv"][0] == "wc")
-        .count();
-    t.keys(&["Up", "Enter"]);
-    eventually("the recalled line ran again", || {
-        jsonl(&d.join("audit.jsonl"))
-            .iter()
-            .filter(|e| e["event"] == "command.allowed" && e["argv"][0] == "wc")
-            .count()
-            == before + 1
-    });
+    line(&["Up", "Enter"], "/var/log/app.log");
+    assert_eq!(runs("wc", "command.exit"), 2);
     // Ctrl-D leaves
     t.keys(&["C-d"]);
     t.wait_for("SSH-EXIT=0");
