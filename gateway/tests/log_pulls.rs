@@ -3,52 +3,14 @@
 //! `kubectl` and against both audit logs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-struct Dev {
-    child: Child,
-    dir: PathBuf,
-    tmp: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Dev {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitsh"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--dev-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let l = lines
-            .next()
-            .expect("serve --dev exited before ready")
-            .unwrap();
-        if l.contains("jitsh dev gateway ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Dev { child, dir, tmp }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{kube_audit, start_dev as start, text};
 
 /// `scp -F ssh_config [extra...] USER@jitsh:REMOTE LOCAL` (SFTP unless `-O` is in `extra`).
 fn scp_get(dir: &Path, extra: &[&str], user: &str, remote: &str, local: &Path) -> Output {
@@ -123,15 +85,6 @@ fn events<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
     all.iter().filter(|e| e["event"] == kind).collect()
 }
 
-fn kube_audit(dir: &Path, subresource: &str) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("kube-audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["objectRef"]["subresource"] == subresource)
-        .collect()
-}
-
 const APP_LOG: &str = "/payments/api-0/app/fs/var/log/app.log";
 const STATIC: &str = "/payments/api-0/app/fs/var/log/static.bin";
 
@@ -139,7 +92,7 @@ const STATIC: &str = "/payments/api-0/app/fs/var/log/static.bin";
 fn scp_both_protocols_and_sftp_batch() {
     let dev = start();
     let d = &dev.dir;
-    let out = dev.tmp.path();
+    let out = dev.scratch();
 
     // A file that does not change, made in the container: byte-exact with both protocols.
     let want = in_container(
@@ -366,7 +319,7 @@ fn scp_both_protocols_and_sftp_batch() {
 fn denied_paths_never_reach_the_pod() {
     let dev = start();
     let d = &dev.dir;
-    let out = dev.tmp.path();
+    let out = dev.scratch();
     // A link under an allowed directory pointing outside it.
     in_container(d, "ln -s /etc/passwd /var/log/passwd-link");
 
@@ -461,7 +414,7 @@ fn one_gib_comes_through_intact() {
         "head -c 1073741824 /dev/urandom > /var/log/big.bin && sha256sum /var/log/big.bin",
     );
     let want = want.split_whitespace().next().unwrap().to_owned();
-    let local = dev.tmp.path().join("big.bin");
+    let local = dev.scratch().join("big.bin");
     let o = scp_get(
         d,
         &[],
@@ -706,7 +659,7 @@ fn a_force_command_certificate_gets_no_files_and_no_forwards() {
         .arg("-F")
         .arg(&cfg)
         .arg(format!("alice@jitsh:{STATIC}"))
-        .arg(dev.tmp.path().join("x"))
+        .arg(dev.scratch().join("x"))
         .output()
         .unwrap();
     assert_ne!(o.status.code(), Some(0));

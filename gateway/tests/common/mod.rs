@@ -15,6 +15,13 @@ pub struct Dev {
     _tmp: tempfile::TempDir,
 }
 
+impl Dev {
+    /// A scratch directory beside the dev dir, removed with it.
+    pub fn scratch(&self) -> &Path {
+        self._tmp.path()
+    }
+}
+
 impl Drop for Dev {
     fn drop(&mut self) {
         let _ = self.child.kill();
