@@ -50,15 +50,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for l in &lines {
                 let d = match parse_command_line(l) {
-                    Ok(cl) => {
-                        p.decide(&Request {
+                    Ok(cl) => p
+                        .decide(&Request {
                             subject: &subject,
                             target: &target,
                             mode: Mode::Exec,
                             action: Action::Command(&cl),
                         })
-                        .effect
-                    }
+                        .effect(),
                     Err(_) => jitsh_broker_policy::Effect::Deny,
                 };
                 std::hint::black_box(d);
@@ -80,7 +79,7 @@ fn bench(c: &mut Criterion) {
                         mode: Mode::Exec,
                         action: Action::Command(cl),
                     })
-                    .effect,
+                    .effect(),
                 );
             }
         })

@@ -91,5 +91,5 @@ fn main() {
 /// One decision, dropped before returning its effect.
 #[inline(never)]
 fn measured(p: &Policy, r: &Request<'_>) -> jitsh_broker_policy::Effect {
-    p.decide(r).effect
+    p.decide(r).effect()
 }

@@ -12,7 +12,11 @@ pub use command_line::{
 };
 pub use lint::{Finding, lint};
 pub use pattern::{Pattern, normalize_path};
+pub use policy::permit::{
+    self, AttachPermit, BreakGlassPermit, ExecPermit, FilePermit, LogsPermit, Permit, PortPermit,
+    Recheck, ShellPermit,
+};
 pub use policy::{
-    Action, Approval, BreakGlass, Decision, Effect, Grant, Limits, Mode, Permit, Policy,
+    Action, Approval, BreakGlass, BreakGlassAsk, Decision, Effect, Grant, Limits, Mode, Policy,
     PolicyError, PolicyErrors, Request, Rule, Subject, Target,
 };

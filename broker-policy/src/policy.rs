@@ -4,6 +4,7 @@
 
 mod decide;
 mod load;
+pub mod permit;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -270,8 +271,21 @@ pub enum Action<'a> {
     Path(&'a str),
     /// Forward a port.
     Port(u16),
-    /// Open a session (shell, attach, logs, break-glass).
+    /// Open a session (shell, attach, logs).
     Session,
+    /// Open a break-glass shell, with the facts its rule may require.
+    BreakGlass(BreakGlassAsk<'a>),
+}
+
+/// What a break-glass request states: its rule decides whether that is enough.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BreakGlassAsk<'a> {
+    /// The incident id given (`--incident`).
+    pub incident: Option<&'a str>,
+    /// The reason given (`--reason`).
+    pub reason: Option<&'a str>,
+    /// Whether the certificate carries the `break-glass@jitsh.dev` extension.
+    pub certificate: bool,
 }
 
 /// A request to decide.
@@ -298,17 +312,42 @@ pub enum Effect {
     NeedsApproval,
 }
 
-/// A decision with its rule and reasons.
+/// A decision with its rule and reasons. Its fields are private: only this crate decides, and
+/// only [`Policy`]'s `permit_*` methods turn an allowing decision into a [`Permit`].
+///
+/// A denial cannot be made into a permit:
+///
+/// ```compile_fail
+/// use jitsh_broker_policy::{Decision, Effect, Permit, permit::Exec};
+/// let mut d = Decision::denied("no");
+/// d.effect = Effect::Allow; // private field
+/// ```
+///
+/// ```compile_fail
+/// use jitsh_broker_policy::{Decision, Permit, permit::Exec};
+/// let p: Permit<Exec> = Decision::denied("no").permit(); // no such method
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// The effect.
-    pub effect: Effect,
-    /// The deciding rule.
-    pub rule: Option<String>,
-    /// Reasons, written for the person at the terminal.
-    pub reasons: Vec<String>,
+    effect: Effect,
+    rule: Option<String>,
+    reasons: Vec<String>,
     stages: Vec<Vec<String>>,
     limits: Limits,
+    fact: Fact,
+}
+
+/// What kind of denial a decision is, for how it is shown (never read off its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fact {
+    /// A plain decision.
+    Plain,
+    /// The reasons already name the deciding rule.
+    NamesRule,
+    /// A command line that did not parse: nothing was decided.
+    RefusedSyntax,
+    /// The rule applies, but the request lacks what it requires (break-glass facts).
+    Unmet,
 }
 
 impl Decision {
@@ -319,6 +358,7 @@ impl Decision {
             reasons: Vec::new(),
             stages,
             limits: rule.limits,
+            fact: Fact::Plain,
         }
     }
     fn deny(rule: Option<&Rule>, reason: String) -> Decision {
@@ -328,51 +368,65 @@ impl Decision {
             reasons: vec![reason],
             stages: Vec::new(),
             limits: Limits::default(),
+            fact: Fact::Plain,
         }
     }
-    /// A denial with no rule, e.g. for a refused command-line syntax. (Anyone may build a
-    /// denial: it can never become a permit.)
+    /// A denial whose reason already names its rule.
+    fn deny_naming(rule: Option<&Rule>, reason: String) -> Decision {
+        Decision {
+            fact: Fact::NamesRule,
+            ..Decision::deny(rule, reason)
+        }
+    }
+    /// A denial by a rule that applies but whose requirements the request does not meet.
+    fn unmet(rule: &Rule, reason: String) -> Decision {
+        Decision {
+            fact: Fact::Unmet,
+            ..Decision::deny(Some(rule), reason)
+        }
+    }
+    /// A denial with no rule. (Anyone may build a denial: it can never become a permit.)
     pub fn denied(reason: impl Into<String>) -> Decision {
         Decision::deny(None, reason.into())
     }
-    /// The permit to act, when allowed; else the decision back.
-    pub fn permit(self) -> Result<Permit, Decision> {
-        match self {
-            Decision {
-                effect: Effect::Allow,
-                rule: Some(rule),
-                stages,
-                limits,
-                ..
-            } => Ok(Permit {
-                rule,
-                stages,
-                limits,
-            }),
-            d => Err(d),
+    /// The denial of a command line that did not parse (nothing was decided or run).
+    pub fn refused_syntax(e: &crate::SyntaxError) -> Decision {
+        Decision {
+            fact: Fact::RefusedSyntax,
+            ..Decision::deny(None, format!("refused: {e}"))
         }
     }
-}
-
-/// Proof that a request was allowed. Only this crate constructs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permit {
-    rule: String,
-    stages: Vec<Vec<String>>,
-    limits: Limits,
-}
-
-impl Permit {
-    /// The argv of each stage to run (paths normalised), exactly as decided.
+    /// The effect.
+    pub fn effect(&self) -> Effect {
+        self.effect
+    }
+    /// The deciding rule, if one decided.
+    pub fn rule(&self) -> Option<&str> {
+        self.rule.as_deref()
+    }
+    /// Reasons, written for the person at the terminal.
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
+    }
+    /// The argv of each stage as decided (empty unless allowed).
     pub fn stages(&self) -> &[Vec<String>] {
         &self.stages
     }
-    /// The allowing rule.
-    pub fn rule(&self) -> &str {
-        &self.rule
-    }
-    /// The rule's limits.
+    /// The deciding rule's limits.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+    /// A command line that did not parse: nothing was decided.
+    pub fn is_refused_syntax(&self) -> bool {
+        self.fact == Fact::RefusedSyntax
+    }
+    /// The reasons already name the deciding rule.
+    pub fn reasons_name_rule(&self) -> bool {
+        self.fact == Fact::NamesRule
+    }
+    /// The rule applies, but the request lacks what it requires (a break-glass reason,
+    /// incident or certificate): the user is told what to add.
+    pub fn is_unmet_requirement(&self) -> bool {
+        self.fact == Fact::Unmet
     }
 }

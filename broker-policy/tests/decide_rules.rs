@@ -58,7 +58,7 @@ fn decide(groups: &[&str], pod: &str, line: &str) -> Decision {
 }
 
 fn summary(d: &Decision) -> (Effect, &str) {
-    (d.effect, d.rule.as_deref().unwrap_or("-"))
+    (d.effect(), d.rule().unwrap_or("-"))
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn the_first_allowing_rule_decides_and_deny_wins_wherever_it_is() {
     let d = decide(&both, "api-0", "cat /var/log/app.log | grep x");
     assert_eq!(summary(&d), (Effect::Allow, "second"));
     assert_eq!(
-        d.permit().unwrap().stages(),
+        d.stages(),
         [
             vec!["cat".to_owned(), "/var/log/app.log".to_owned()],
             vec!["grep".to_owned(), "x".to_owned()]
@@ -102,7 +102,7 @@ fn the_first_allowing_rule_decides_and_deny_wins_wherever_it_is() {
 fn arguments_must_match_literally_even_without_paths() {
     // No absolute argument at all: literals and placeholders still decide.
     assert_eq!(
-        decide(&["team"], "api-0", "kill -TERM 1").effect,
+        decide(&["team"], "api-0", "kill -TERM 1").effect(),
         Effect::NeedsApproval
     );
     for line in [
@@ -113,7 +113,7 @@ fn arguments_must_match_literally_even_without_paths() {
         "cat app.log",
     ] {
         assert_eq!(
-            decide(&["team"], "api-0", line).effect,
+            decide(&["team"], "api-0", line).effect(),
             Effect::Deny,
             "{line}"
         );
@@ -124,11 +124,11 @@ fn arguments_must_match_literally_even_without_paths() {
         "tool --level 3 /data/y/../x.log",
     ] {
         let d = decide(&["team"], "api-0", line);
-        assert_eq!(d.effect, Effect::Allow, "{line}: {:?}", d.reasons);
-        assert_eq!(d.permit().unwrap().stages()[0][3], "/data/x.log");
+        assert_eq!(d.effect(), Effect::Allow, "{line}: {:?}", d.reasons());
+        assert_eq!(d.stages()[0][3], "/data/x.log");
     }
     assert_eq!(
-        decide(&["team"], "api-0", "tool --level=3 /data/../etc/x.log").effect,
+        decide(&["team"], "api-0", "tool --level=3 /data/../etc/x.log").effect(),
         Effect::Deny
     );
 }
@@ -136,14 +136,14 @@ fn arguments_must_match_literally_even_without_paths() {
 #[test]
 fn reasons_list_each_allowed_form_once() {
     let d = decide(&["team", "leads"], "api-0", "cat /etc/shadow");
-    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(d.effect(), Effect::Deny);
     assert_eq!(
-        d.reasons,
+        d.reasons(),
         ["'cat' is allowed on prod/api-0 only as: 'cat <path:/var/log/**>' (rule first)"]
     );
     let d = decide(&["team", "leads"], "api-0", "rm -rf /");
     assert_eq!(
-        d.reasons,
+        d.reasons(),
         ["'rm' is not allowed on prod/api-0; allowed here: cat, grep, tail, tool (rule first)"]
     );
 }

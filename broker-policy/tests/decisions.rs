@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use jitsh_broker_policy::{
-    Action, Effect, Mode, Policy, Request, Subject, Target, parse_command_line,
+    Action, BreakGlassAsk, Effect, Mode, Policy, Recheck, Request, Subject, Target,
+    parse_command_line,
 };
 
 fn demo() -> Policy {
@@ -38,7 +39,7 @@ fn decide(p: &Policy, who: &Subject, t: &Target, line: &str) -> (Effect, String)
         mode: Mode::Exec,
         action: Action::Command(&cl),
     });
-    (d.effect, d.reasons.join("; "))
+    (d.effect(), d.reasons().join("; "))
 }
 
 #[test]
@@ -139,26 +140,25 @@ fn permits_carry_normalised_argv_and_only_allow_makes_one() {
     let p = demo();
     let t = target("payments", "api-0", "app");
     let cl = parse_command_line("cat /var/log/./x/../app.log").unwrap();
-    let d = p.decide(&Request {
-        subject: &alice(),
-        target: &t,
-        mode: Mode::Exec,
-        action: Action::Command(&cl),
-    });
-    let permit = d.permit().unwrap();
+    let permit = p.permit_exec(&alice(), &t, &cl).unwrap();
     assert_eq!(
         permit.stages(),
         [vec!["cat".to_owned(), "/var/log/app.log".to_owned()]]
     );
     assert_eq!(permit.rule(), "oncall-read");
+    assert_eq!(permit.target(), &t);
+    assert_eq!(permit.subject(), &alice());
     let cl = parse_command_line("kill -TERM 1").unwrap();
-    let d = p.decide(&Request {
-        subject: &alice(),
-        target: &t,
-        mode: Mode::Exec,
-        action: Action::Command(&cl),
-    });
-    assert!(d.permit().is_err());
+    let d = p.permit_exec(&alice(), &t, &cl).unwrap_err();
+    assert_eq!(d.effect(), Effect::NeedsApproval);
+    assert!(d.reasons_name_rule());
+    let file = p.permit_file(&alice(), &t, "/var/log/./app.log").unwrap();
+    assert_eq!(file.path(), "/var/log/app.log");
+    assert_eq!(p.permit_port(&alice(), &t, 8080).unwrap().port(), 8080);
+    assert!(p.permit_port(&alice(), &t, 22).is_err());
+    assert!(p.permit_logs(&alice(), &t).is_ok());
+    assert!(p.permit_shell(&alice(), &t).is_ok());
+    assert!(p.permit_attach(&alice(), &t).is_err());
     // Files, ports, sessions.
     let dec = |mode, action| {
         p.decide(&Request {
@@ -167,7 +167,7 @@ fn permits_carry_normalised_argv_and_only_allow_makes_one() {
             mode,
             action,
         })
-        .effect
+        .effect()
     };
     assert_eq!(
         dec(Mode::Files, Action::Path("/var/log/app.log")),
@@ -180,20 +180,105 @@ fn permits_carry_normalised_argv_and_only_allow_makes_one() {
     assert_eq!(dec(Mode::PortForward, Action::Port(8080)), Effect::Allow);
     assert_eq!(dec(Mode::PortForward, Action::Port(22)), Effect::Deny);
     assert_eq!(dec(Mode::BreakGlass, Action::Session), Effect::Deny);
+}
+
+#[test]
+fn break_glass_is_decided_with_its_facts() {
+    let p = demo();
+    let t = target("payments", "api-0", "app");
     let carol = Subject {
         user: "carol".into(),
         groups: vec!["sre".into()],
     };
+    let ask = BreakGlassAsk {
+        incident: Some("INC-1"),
+        reason: Some("db down"),
+        certificate: true,
+    };
+    let permit = p.permit_break_glass(&carol, &t, ask).unwrap();
+    assert_eq!(permit.incident(), Some("INC-1"));
+    assert_eq!(permit.reason(), "db down");
+    let rule = p
+        .rules()
+        .iter()
+        .find(|r| r.name() == permit.rule())
+        .unwrap();
+    let grant = rule.break_glass().unwrap();
+    assert_eq!(permit.limits().max_session, grant.max_duration);
+    assert_eq!(permit.notify(), grant.notify.as_slice());
+    // No reason: the rule applies, the request lacks what it requires.
+    let d = p
+        .permit_break_glass(
+            &carol,
+            &t,
+            BreakGlassAsk {
+                reason: Some("  "),
+                ..ask
+            },
+        )
+        .unwrap_err();
+    assert!(d.is_unmet_requirement());
     assert_eq!(
-        p.decide(&Request {
-            subject: &carol,
-            target: &t,
-            mode: Mode::BreakGlass,
-            action: Action::Session
-        })
-        .effect,
-        Effect::Allow
+        d.reasons(),
+        ["break-glass needs a reason: --reason \"what is broken\""]
     );
+    if grant.incident_required {
+        let d = p
+            .permit_break_glass(
+                &carol,
+                &t,
+                BreakGlassAsk {
+                    incident: None,
+                    ..ask
+                },
+            )
+            .unwrap_err();
+        assert!(d.reasons()[0].contains("requires an incident"), "{d:?}");
+    }
+    if grant.certificate_required {
+        let d = p
+            .permit_break_glass(
+                &carol,
+                &t,
+                BreakGlassAsk {
+                    certificate: false,
+                    ..ask
+                },
+            )
+            .unwrap_err();
+        assert!(d.reasons()[0].contains("break-glass certificate"), "{d:?}");
+    }
+    // alice is not in a break-glass rule at all: a plain denial, not an unmet requirement.
+    let d = p.permit_break_glass(&alice(), &t, ask).unwrap_err();
+    assert!(!d.is_unmet_requirement());
+    assert_eq!(d.rule(), None);
+}
+
+#[test]
+fn a_permit_is_decided_again_under_a_new_policy() {
+    let p = demo();
+    let t = target("payments", "api-0", "app");
+    let cl = parse_command_line("ps aux").unwrap();
+    let exec = p.permit_exec(&alice(), &t, &cl).unwrap();
+    let logs = p.permit_logs(&alice(), &t).unwrap();
+    assert_eq!(exec.recheck(&p), Ok(()));
+    assert_eq!(logs.recheck(&p), Ok(()));
+    // The same document without the rule that allowed them.
+    let text = include_str!("../../deploy/policy/demo.yaml").replace(
+        "groups: [oncall-payments, payments-leads, sre]",
+        "groups: [payments-leads, sre]",
+    );
+    let without = Policy::from_yaml(&text).unwrap();
+    assert_eq!(
+        without
+            .permit_logs(&alice(), &t)
+            .map(|_| ())
+            .unwrap_err()
+            .effect(),
+        Effect::Deny
+    );
+    assert_eq!(exec.recheck(&without).unwrap_err().effect(), Effect::Deny);
+    assert!(logs.recheck(&without).is_err());
 }
 
 #[test]

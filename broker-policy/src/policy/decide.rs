@@ -11,7 +11,10 @@ use std::fmt::{self, Write as _};
 
 use rustc_hash::FxHashMap;
 
-use super::{Action, Decision, Effect, Limits, Mode, Policy, Request, Rule, Subject, Target};
+use super::{
+    Action, BreakGlassAsk, Decision, Effect, Fact, Limits, Mode, Policy, Request, Rule, Subject,
+    Target,
+};
 use crate::command_line::CommandLine;
 use crate::pattern::{Args, Pattern, normalize_path, program_name};
 
@@ -221,7 +224,13 @@ impl Policy {
             );
         };
         match req.action {
+            Action::Session if req.mode == Mode::BreakGlass => Decision::unmet(
+                first,
+                "break-glass is asked for with its facts: break-glass TARGET --incident ID --reason TEXT"
+                    .to_owned(),
+            ),
             Action::Session => Decision::allow(first, Vec::new()),
+            Action::BreakGlass(ask) => break_glass(&rules, first, ask),
             Action::Port(p) => match rules.iter().find(|r| r.ports.contains(&p)) {
                 Some(r) => Decision::allow(r, Vec::new()),
                 None => Decision::deny(Some(first), format!("port {p} is not allowed on {place}")),
@@ -290,7 +299,7 @@ impl Policy {
                 }
                 Some(Err(r)) => {
                     let program = name.unwrap_or_default();
-                    return Decision::deny(
+                    return Decision::deny_naming(
                         Some(r),
                         format!(
                             "'{program}' with these arguments is denied on {place} (rule {})",
@@ -313,6 +322,7 @@ impl Policy {
             d.reasons
                 .push(format!("this command needs approval (rule {})", rule.name));
             d.stages.clear();
+            d.fact = Fact::NamesRule;
         }
         d
     }
@@ -354,7 +364,7 @@ impl Policy {
             }
             write!(why, " (rule {rule})")
         };
-        Decision::deny(rules.first().copied(), why)
+        Decision::deny_naming(rules.first().copied(), why)
     }
 }
 
@@ -461,4 +471,46 @@ fn applies(r: &Rule, target: &Target, mode: Mode) -> bool {
                     .iter()
                     .all(|(k, v)| target.labels.get(k) == Some(v))
         })
+}
+
+/// A break-glass request on the first applicable rule that has break-glass settings: a reason
+/// always, an incident and a break-glass certificate when the rule says so. The permit's
+/// longest session is the rule's `maxDuration`.
+fn break_glass(rules: &[&Rule], first: &Rule, ask: BreakGlassAsk<'_>) -> Decision {
+    let rule = rules
+        .iter()
+        .copied()
+        .find(|r| r.break_glass.is_some())
+        .unwrap_or(first);
+    let Some(grant) = rule.break_glass.as_ref() else {
+        return Decision::unmet(
+            rule,
+            format!("rule {} grants break-glass without its settings", rule.name),
+        );
+    };
+    let given = |s: Option<&str>| s.map(str::trim).is_some_and(|s| !s.is_empty());
+    if !given(ask.reason) {
+        return Decision::unmet(
+            rule,
+            "break-glass needs a reason: --reason \"what is broken\"".to_owned(),
+        );
+    }
+    if grant.incident_required && !given(ask.incident) {
+        return Decision::unmet(
+            rule,
+            format!("rule {} requires an incident: --incident ID", rule.name),
+        );
+    }
+    if grant.certificate_required && !ask.certificate {
+        return Decision::unmet(
+            rule,
+            format!(
+                "rule {} requires a break-glass certificate (extension break-glass@jitsh.dev)",
+                rule.name
+            ),
+        );
+    }
+    let mut d = Decision::allow(rule, Vec::new());
+    d.limits.max_session = grant.max_duration;
+    d
 }

@@ -1,0 +1,410 @@
+//! Permits: proof that the policy allowed one request, naming who asked, where, in which mode
+//! and exactly what. Only [`Policy`]'s `permit_*` methods build one; every Kubernetes call the
+//! gateway makes takes the permit of its mode, so a call nobody decided does not compile.
+//!
+//! The legitimate route:
+//!
+//! ```
+//! use jitsh_broker_policy::{Policy, Subject, Target, parse_command_line};
+//! let policy = Policy::from_yaml(
+//!     "apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrules:\n- name: read-logs\n  groups: [sre]\n  \
+//!      targets: [{namespaces: [payments]}]\n  modes: [exec]\n  \
+//!      commands: ['tail -n <int> <path:/var/log/**>']\n",
+//! ).unwrap();
+//! let alice = Subject { user: "alice".into(), groups: vec!["sre".into()] };
+//! let pod = Target { namespace: "payments".into(), pod: "api-0".into(),
+//!     labels: Default::default(), container: "app".into() };
+//! let line = parse_command_line("tail -n 5 /var/log/app.log").unwrap();
+//! let permit = policy.permit_exec(&alice, &pod, &line).unwrap();
+//! assert_eq!(permit.stages(), [["tail", "-n", "5", "/var/log/app.log"]]);
+//! assert_eq!(permit.target().pod, "api-0");
+//! assert!(policy.permit_port(&alice, &pod, 8080).is_err());
+//! ```
+//!
+//! A permit cannot be written by hand:
+//!
+//! ```compile_fail
+//! use jitsh_broker_policy::{ExecPermit, Permit};
+//! fn forged(p: &ExecPermit) -> ExecPermit {
+//!     Permit { rule: "anything".into(), ..p.clone() } // private fields
+//! }
+//! ```
+//!
+//! nor turned from one mode into another:
+//!
+//! ```compile_fail
+//! use jitsh_broker_policy::{ExecPermit, FilePermit};
+//! fn widen(p: ExecPermit) -> FilePermit {
+//!     p // a permit to run a command is not a permit to read a file
+//! }
+//! ```
+
+use std::fmt;
+
+use super::{
+    Action, BreakGlassAsk, Decision, Effect, Limits, Mode, Policy, Request, Subject, Target,
+};
+use crate::command_line::CommandLine;
+use crate::pattern::normalize_path;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What one kind of permit allows. Sealed: the kinds are the ones below.
+pub trait Kind: sealed::Sealed + fmt::Debug + Clone + Send + Sync + 'static {
+    /// The mode the permit was decided in.
+    const MODE: Mode;
+    /// The action it was decided on (to decide it again after a reload).
+    fn action(&self) -> Action<'_>;
+}
+
+/// An exec permit: one command line, the argv of each stage as decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    line: CommandLine,
+    stages: Vec<Vec<String>>,
+}
+
+/// A file permit: one normalised absolute path to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    path: String,
+}
+
+/// A port-forward permit: one container port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    port: u16,
+}
+
+/// A permit to read the container's log (pods/log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    _private: (),
+}
+
+/// A permit to attach to the container's main process (pods/attach).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attach {
+    _private: (),
+}
+
+/// A permit to open the filtered prompt (each line is then decided on its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shell {
+    _private: (),
+}
+
+/// A break-glass permit: an unrestricted shell, with the facts that were required for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassShell {
+    incident: Option<String>,
+    reason: String,
+    certificate: bool,
+    notify: Vec<String>,
+}
+
+macro_rules! session_kind {
+    ($($t:ident => $mode:ident),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Kind for $t {
+            const MODE: Mode = Mode::$mode;
+            fn action(&self) -> Action<'_> {
+                Action::Session
+            }
+        }
+    )*};
+}
+session_kind!(Logs => Logs, Attach => Attach, Shell => Shell);
+
+impl sealed::Sealed for Exec {}
+impl Kind for Exec {
+    const MODE: Mode = Mode::Exec;
+    fn action(&self) -> Action<'_> {
+        Action::Command(&self.line)
+    }
+}
+
+impl sealed::Sealed for File {}
+impl Kind for File {
+    const MODE: Mode = Mode::Files;
+    fn action(&self) -> Action<'_> {
+        Action::Path(&self.path)
+    }
+}
+
+impl sealed::Sealed for Port {}
+impl Kind for Port {
+    const MODE: Mode = Mode::PortForward;
+    fn action(&self) -> Action<'_> {
+        Action::Port(self.port)
+    }
+}
+
+impl sealed::Sealed for BreakGlassShell {}
+impl Kind for BreakGlassShell {
+    const MODE: Mode = Mode::BreakGlass;
+    fn action(&self) -> Action<'_> {
+        Action::BreakGlass(BreakGlassAsk {
+            incident: self.incident.as_deref(),
+            reason: Some(&self.reason),
+            certificate: self.certificate,
+        })
+    }
+}
+
+/// Proof that the policy allowed one request: who, where, which rule and limits, and what
+/// (`K`). Built only by [`Policy`]'s `permit_*` methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit<K> {
+    subject: Subject,
+    target: Target,
+    rule: String,
+    limits: Limits,
+    what: K,
+}
+
+/// Runs one decided command line.
+pub type ExecPermit = Permit<Exec>;
+/// Reads one file.
+pub type FilePermit = Permit<File>;
+/// Forwards one port.
+pub type PortPermit = Permit<Port>;
+/// Reads the container's log.
+pub type LogsPermit = Permit<Logs>;
+/// Attaches to the main process.
+pub type AttachPermit = Permit<Attach>;
+/// Opens the filtered prompt.
+pub type ShellPermit = Permit<Shell>;
+/// Opens a break-glass shell.
+pub type BreakGlassPermit = Permit<BreakGlassShell>;
+
+impl<K: Kind> Permit<K> {
+    /// Who it was issued to.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+    /// The pod and container it is for.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+    /// The allowing rule.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+    /// The rule's limits (for break-glass, the longest session is its `maxDuration`).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+    /// The mode it was decided in.
+    pub fn mode(&self) -> Mode {
+        K::MODE
+    }
+}
+
+impl Permit<Exec> {
+    /// The argv of each stage to run (paths normalised), exactly as decided.
+    pub fn stages(&self) -> &[Vec<String>] {
+        &self.what.stages
+    }
+}
+
+impl Permit<File> {
+    /// The normalised absolute path it allows reading.
+    pub fn path(&self) -> &str {
+        &self.what.path
+    }
+}
+
+impl Permit<Port> {
+    /// The container port it allows forwarding to.
+    pub fn port(&self) -> u16 {
+        self.what.port
+    }
+}
+
+impl Permit<BreakGlassShell> {
+    /// The incident given.
+    pub fn incident(&self) -> Option<&str> {
+        self.what.incident.as_deref()
+    }
+    /// The reason given.
+    pub fn reason(&self) -> &str {
+        &self.what.reason
+    }
+    /// The webhooks the rule says to notify.
+    pub fn notify(&self) -> &[String] {
+        &self.what.notify
+    }
+}
+
+/// Something allowed that must stay allowed: decided again whenever the policy changes.
+pub trait Recheck: Send + Sync {
+    /// Decides the same request again under `policy`: `Ok` while it is still allowed, else
+    /// the new decision.
+    fn recheck(&self, policy: &Policy) -> Result<(), Decision>;
+}
+
+impl<K: Kind> Recheck for Permit<K> {
+    fn recheck(&self, policy: &Policy) -> Result<(), Decision> {
+        let d = policy.decide(&Request {
+            subject: &self.subject,
+            target: &self.target,
+            mode: K::MODE,
+            action: self.what.action(),
+        });
+        match d.effect {
+            Effect::Allow => Ok(()),
+            _ => Err(d),
+        }
+    }
+}
+
+impl Policy {
+    fn issue<K>(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        mode: Mode,
+        action: Action<'_>,
+        what: impl FnOnce(Vec<Vec<String>>) -> K,
+    ) -> Result<Permit<K>, Decision> {
+        match self.decide(&Request {
+            subject,
+            target,
+            mode,
+            action,
+        }) {
+            Decision {
+                effect: Effect::Allow,
+                rule: Some(rule),
+                stages,
+                limits,
+                ..
+            } => Ok(Permit {
+                subject: subject.clone(),
+                target: target.clone(),
+                rule,
+                limits,
+                what: what(stages),
+            }),
+            d => Err(d),
+        }
+    }
+
+    /// Decides a command line; the permit holds the argv of each stage as decided.
+    pub fn permit_exec(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        line: &CommandLine,
+    ) -> Result<ExecPermit, Decision> {
+        self.issue(
+            subject,
+            target,
+            Mode::Exec,
+            Action::Command(line),
+            |stages| Exec {
+                line: line.clone(),
+                stages,
+            },
+        )
+    }
+
+    /// Decides reading one file; the permit holds the normalised path.
+    pub fn permit_file(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        path: &str,
+    ) -> Result<FilePermit, Decision> {
+        self.issue(subject, target, Mode::Files, Action::Path(path), |stages| {
+            let decided = stages.into_iter().flatten().next();
+            File {
+                path: decided
+                    .or_else(|| normalize_path(path))
+                    .unwrap_or_else(|| path.to_owned()),
+            }
+        })
+    }
+
+    /// Decides forwarding to one container port.
+    pub fn permit_port(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        port: u16,
+    ) -> Result<PortPermit, Decision> {
+        self.issue(
+            subject,
+            target,
+            Mode::PortForward,
+            Action::Port(port),
+            |_| Port { port },
+        )
+    }
+
+    /// Decides reading the container's log.
+    pub fn permit_logs(&self, subject: &Subject, target: &Target) -> Result<LogsPermit, Decision> {
+        self.issue(subject, target, Mode::Logs, Action::Session, |_| Logs {
+            _private: (),
+        })
+    }
+
+    /// Decides attaching to the container's main process.
+    pub fn permit_attach(
+        &self,
+        subject: &Subject,
+        target: &Target,
+    ) -> Result<AttachPermit, Decision> {
+        self.issue(subject, target, Mode::Attach, Action::Session, |_| Attach {
+            _private: (),
+        })
+    }
+
+    /// Decides opening the filtered prompt.
+    pub fn permit_shell(
+        &self,
+        subject: &Subject,
+        target: &Target,
+    ) -> Result<ShellPermit, Decision> {
+        self.issue(subject, target, Mode::Shell, Action::Session, |_| Shell {
+            _private: (),
+        })
+    }
+
+    /// Decides a break-glass shell: the rule's requirements (reason, incident, break-glass
+    /// certificate) are checked here, and its `maxDuration` becomes the longest session.
+    pub fn permit_break_glass(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        ask: BreakGlassAsk<'_>,
+    ) -> Result<BreakGlassPermit, Decision> {
+        let mut permit = self.issue(
+            subject,
+            target,
+            Mode::BreakGlass,
+            Action::BreakGlass(ask),
+            |_| BreakGlassShell {
+                incident: ask
+                    .incident
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                reason: ask.reason.map(str::trim).unwrap_or_default().to_owned(),
+                certificate: ask.certificate,
+                notify: Vec::new(),
+            },
+        )?;
+        permit.what.notify = self
+            .rules()
+            .iter()
+            .find(|r| r.name() == permit.rule)
+            .and_then(|r| r.break_glass())
+            .map(|b| b.notify.clone())
+            .unwrap_or_default();
+        Ok(permit)
+    }
+}
