@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 type Labels = Vec<(String, String)>;
 
@@ -134,7 +134,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        gw.metrics.encode(),
+        gw.metrics().encode(),
     )
 }
 
@@ -145,7 +145,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
             "shutting down\n".to_owned(),
         );
     }
-    match tokio::time::timeout(Duration::from_secs(3), gw.kube.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(3), gw.kube().ping()).await {
         Ok(Ok(v)) => (
             StatusCode::OK,
             format!("ok: policy loaded, Kubernetes {v}\n"),

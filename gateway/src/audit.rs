@@ -1,5 +1,9 @@
 //! The gateway's audit log: JSON lines, hash-chained, written and flushed before the action.
 
+mod event;
+
+pub(crate) use event::Event;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -68,7 +72,7 @@ impl AuditLog {
 
     /// Writes one event (`kind` plus fields), adding time, `prev` and `hash`; flushed and synced
     /// before returning. The file is opened per event, so a sink that became unwritable fails here.
-    pub fn record(&self, kind: &str, fields: Value) -> Result<(), AuditError> {
+    pub fn record(&self, kind: &str, fields: &impl serde::Serialize) -> Result<(), AuditError> {
         let err = |source| AuditError {
             path: self
                 .path
@@ -76,6 +80,8 @@ impl AuditLog {
                 .map_or_else(|| "stdout".into(), |p| p.display().to_string()),
             source,
         };
+        let fields = serde_json::to_value(fields)
+            .map_err(|e| err(std::io::Error::other(format!("audit event: {e}"))))?;
         let mut map = match fields {
             Value::Object(m) => m,
             other => {
@@ -232,11 +238,11 @@ mod tests {
         let p = dir.path().join("a.jsonl");
         let log = AuditLog::open(&p).unwrap();
         for i in 0..3 {
-            log.record("command.allowed", serde_json::json!({"n": i}))
+            log.record("command.allowed", &serde_json::json!({"n": i}))
                 .unwrap();
         }
         let log = AuditLog::open(&p).unwrap();
-        log.record("x", serde_json::json!({})).unwrap();
+        log.record("x", &serde_json::json!({})).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(verify(&text).unwrap(), 4);
         let edited = text.replacen("\"n\":1", "\"n\":2", 1);

@@ -371,8 +371,10 @@ pub fn validate(mut config: Config, base: &Path) -> Result<Loaded, Vec<ConfigErr
             errs.push(bad(key, "must be longer than zero"));
         }
     }
+    // Port 0 asks the kernel for a free port each: two of them never collide.
     if let Some(a) = &config.admin
         && a.listen == config.listen
+        && a.listen.port() != 0
     {
         errs.push(bad("admin.listen", "must differ from listen"));
     }

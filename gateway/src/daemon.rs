@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context;
 use jitsh_broker_policy::Policy;
 use jitsh_certs::{RevocationList, Verifier, VerifierConfig};
-use serde_json::json;
 
 use crate::audit::AuditLog;
+use crate::audit::Event;
 use crate::config::{self, Loaded};
-use crate::exec::KubeAccess;
-use crate::server::{self, Gateway, Settings};
+use crate::gateway::{Gateway, Settings};
+use crate::kube::KubeAccess;
 
 /// Files watched for changes while the gateway runs.
 #[derive(Debug, Clone, Default)]
@@ -59,21 +59,17 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
         });
     }
     let watcher = tokio::spawn(watch(gw.clone(), p.watched));
-    gw.record_start();
-    let r = server::serve(p.listener, p.ssh, gw, shutdown_signal()).await;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "gateway started");
+    gw.record(
+        "gateway.start",
+        &Event {
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            ..Event::default()
+        },
+    );
+    let r = crate::ssh::serve(p.listener, p.ssh, gw, shutdown_signal()).await;
     watcher.abort();
     r.map_err(anyhow::Error::from)
-}
-
-impl Gateway {
-    fn record_start(&self) {
-        if let Err(e) = self.audit.record(
-            "gateway.start",
-            json!({"version": env!("CARGO_PKG_VERSION")}),
-        ) {
-            tracing::error!("{e}");
-        }
-    }
 }
 
 /// Polls the watched files; a changed file that parses replaces the running one, a bad one is
@@ -102,8 +98,8 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
             let text = String::from_utf8_lossy(now.as_deref().unwrap_or_default()).into_owned();
             match Policy::from_yaml(&text) {
                 Ok(p) => {
-                    gw.policy.store(Arc::new(p));
-                    reloaded(&gw, "policy", "ok", json!({"file": path}));
+                    gw.reload_policy(p);
+                    reloaded(&gw, "policy", "ok", Some(path), Vec::new());
                     tracing::info!("policy reloaded");
                 }
                 Err(errs) => {
@@ -121,7 +117,7 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
                         .iter()
                         .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
                         .collect();
-                    reloaded(&gw, "policy", "error", json!({"errors": msgs}));
+                    reloaded(&gw, "policy", "error", None, msgs);
                 }
             }
             last_policy = now;
@@ -131,23 +127,13 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
             let text = String::from_utf8_lossy(now.as_deref().unwrap_or_default()).into_owned();
             match RevocationList::parse(&text) {
                 Ok(list) => {
-                    let cfg = VerifierConfig {
-                        revocations: list,
-                        ..gw.verifier.load().config().clone()
-                    };
-                    gw.verifier.store(Arc::new(Verifier::new(cfg)));
-                    gw.revocations_changed.notify_waiters();
-                    reloaded(&gw, "revocations", "ok", json!({}));
+                    gw.reload_revocations(list);
+                    reloaded(&gw, "revocations", "ok", None, Vec::new());
                     tracing::info!("revocations reloaded");
                 }
                 Err(e) => {
                     tracing::error!("revocations reload refused, keeping the last good list: {e}");
-                    reloaded(
-                        &gw,
-                        "revocations",
-                        "error",
-                        json!({"errors": [e.to_string()]}),
-                    );
+                    reloaded(&gw, "revocations", "error", None, vec![e.to_string()]);
                 }
             }
             last_revocations = now;
@@ -155,19 +141,22 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
     }
 }
 
-fn reloaded(gw: &Gateway, what: &str, result: &str, mut fields: serde_json::Value) {
-    gw.metrics
+fn reloaded(gw: &Gateway, what: &str, result: &str, file: Option<String>, errors: Vec<String>) {
+    gw.metrics()
         .reloads
         .get_or_create(&vec![
             ("file".to_owned(), what.to_owned()),
             ("result".to_owned(), result.to_owned()),
         ])
         .inc();
-    fields["file_kind"] = json!(what);
-    fields["result"] = json!(result);
-    if let Err(e) = gw.audit.record("policy.reload", fields) {
-        tracing::error!("{e}");
-    }
+    let ev = Event {
+        file,
+        file_kind: Some(what.to_owned()),
+        result: Some(result.to_owned()),
+        errors: (!errors.is_empty()).then_some(errors),
+        ..Event::default()
+    };
+    gw.record("policy.reload", &ev);
 }
 
 /// Loads a configuration file and binds its listeners; every problem is reported before
@@ -223,7 +212,7 @@ pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
         revocations,
         ..Default::default()
     });
-    let ssh = Arc::new(server::ssh_config(
+    let ssh = Arc::new(crate::ssh::ssh_config(
         host_key,
         host_certificate,
         &config.limits,

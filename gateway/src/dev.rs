@@ -15,8 +15,8 @@ use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
 use crate::audit::{AuditLog, Redactor};
 use crate::config::LimitsConfig;
 use crate::daemon::{Prepared, Watched};
-use crate::exec::KubeAccess;
-use crate::server::{self, Gateway, Settings};
+use crate::gateway::{Gateway, Settings};
+use crate::kube::KubeAccess;
 
 /// The demo policy.
 pub const DEMO_POLICY: &str = include_str!("../../deploy/policy/demo.yaml");
@@ -137,7 +137,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let admin_addr = admin.local_addr()?;
     let prepared = Prepared {
         gateway,
-        ssh: Arc::new(server::ssh_config(host_key, Some(host_cert), &limits)),
+        ssh: Arc::new(crate::ssh::ssh_config(host_key, Some(host_cert), &limits)),
         listener,
         admin: Some(admin),
         watched: Watched {

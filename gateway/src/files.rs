@@ -14,16 +14,10 @@ pub mod scp;
 pub mod sftp;
 mod tree;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
-use jitsh_certs::VerifiedIdentity;
-use russh::Channel;
-use russh::server::Msg;
-use serde_json::json;
-
-use crate::server::{Clock, Ctx, ENDED_STATUS, Gateway, say};
+use crate::audit::Event;
+use crate::ids::CommandId;
+use crate::kube::KubeError;
+use crate::session::Ctx;
 
 /// Why a file operation failed, as one line for the user (and an SFTP status code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,78 +42,31 @@ impl From<tree::TreeError> for FileError {
     }
 }
 
-/// A Kubernetes API failure, classified by its HTTP status.
-pub(crate) fn kube_error(e: kube::Error) -> FileError {
-    match e {
-        kube::Error::Api(s) if s.code == 404 => {
-            FileError::NotFound(format!("kubernetes: {}", s.message))
+/// A Kubernetes failure, classified by its HTTP status.
+impl From<KubeError> for FileError {
+    fn from(e: KubeError) -> Self {
+        match e.status() {
+            Some(404) => FileError::NotFound(e.to_string()),
+            Some(403) => FileError::Denied(e.to_string()),
+            _ => FileError::Failure(e.to_string()),
         }
-        kube::Error::Api(s) if s.code == 403 => {
-            FileError::Denied(format!("kubernetes: {}", s.message))
-        }
-        kube::Error::Api(s) => {
-            FileError::Failure(format!("kubernetes: {} ({})", s.message, s.code))
-        }
-        other => FileError::Failure(format!("kubernetes: {other}")),
     }
 }
 
-/// Serves the `sftp` subsystem on `channel` in its own task: one session slot, ended like any
-/// session (certificate expiry, the policy's maximum, idle, shutdown).
-pub(crate) fn spawn_sftp(
-    gw: Arc<Gateway>,
-    id: Arc<VerifiedIdentity>,
-    sid: String,
-    peer: SocketAddr,
-    channel: Channel<Msg>,
-) {
-    tokio::spawn(async move {
-        let (read, write) = channel.split();
-        let code = match gw.open_session(id.username()) {
-            Err(msg) => {
-                say(&write, &msg).await;
-                1
-            }
-            // A certificate restricted to one command gets that command only (as with sshd,
-            // where force-command replaces the subsystem); it is not widened to file pulls.
-            Ok(_) if id.force_command().is_some() => {
-                say(
-                    &write,
-                    "refused: your certificate allows only its forced command",
-                )
-                .await;
-                gw.record(
-                    "file.denied",
-                    json!({"session": sid, "identity": id.identity(), "user": id.username(), "via": "sftp", "op": "subsystem", "reasons": ["the certificate has a force-command"]}),
-                );
-                1
-            }
-            Ok(_slot) => {
-                let clock = Arc::new(Clock::new(&gw, &id));
-                let ctx = Ctx {
-                    merged: AtomicBool::new(false),
-                    gw: &gw,
-                    id: &id,
-                    sid: &sid,
-                    peer,
-                    write: &write,
-                    clock: &clock,
-                };
-                tokio::select! {
-                    code = sftp::serve(&ctx, read) => code,
-                    reason = clock.expired(&gw, &id, &write) => {
-                        say(&write, &format!("session closed: {reason}")).await;
-                        gw.record(
-                            "session.end",
-                            json!({"session": sid, "identity": id.identity(), "user": id.username(), "reason": reason, "via": "sftp"}),
-                        );
-                        ENDED_STATUS
-                    }
-                }
-            }
+/// The `sftp` subsystem's work inside its session: the tree, unless the certificate is
+/// restricted to one command (as with sshd, where force-command replaces the subsystem).
+pub(crate) async fn sftp_session(ctx: &Ctx<'_>, read: russh::ChannelReadHalf) -> u32 {
+    if ctx.id.force_command().is_some() {
+        ctx.say("refused: your certificate allows only its forced command")
+            .await;
+        let ev = Event {
+            via: Some("sftp".into()),
+            op: Some("subsystem".into()),
+            reasons: Some(vec!["the certificate has a force-command".into()]),
+            ..ctx.event(&CommandId::new())
         };
-        let _ = write.exit_status(code).await;
-        let _ = write.eof().await;
-        let _ = write.close().await;
-    });
+        ctx.gw.record("file.denied", &ev);
+        return 1;
+    }
+    sftp::serve(ctx, read).await
 }

@@ -1,15 +1,27 @@
 //! jitsh-gateway: the SSH daemon, Kubernetes streams, audit and the `jitsh` CLI.
+//!
+//! The modules follow a request (see `docs/architecture.md`): [`ssh`] (transport and a handler
+//! that only translates) → `session` (one lifecycle; the words, the command line, the prompt,
+//! attach, break-glass) → [`kube`] (every API call, as the user, with the permit for its mode).
+//! Shared pieces live below their users: `gateway` (state), `limits`, `ids`, `audit`,
+//! `recording`, `intent`.
 
 pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "dev")]
 pub mod dev;
-pub mod exec;
-pub mod files;
+mod files;
+pub mod gateway;
+mod ids;
 pub mod intent;
 pub mod issuer;
-pub mod lineedit;
-pub mod recording;
-pub mod server;
+pub mod kube;
+mod limits;
+mod lineedit;
+mod recording;
+mod session;
+pub mod ssh;
+pub mod telemetry;

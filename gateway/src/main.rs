@@ -33,9 +33,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(kube_sim::runtime::CONTAINER_SUBCOMMAND) {
-        return kube_sim::runtime::container_main(args);
+    // kube-sim runs its containers as this binary (development builds only).
+    #[cfg(feature = "dev")]
+    {
+        let args: Vec<String> = std::env::args().collect();
+        if args.get(1).map(String::as_str) == Some(kube_sim::runtime::CONTAINER_SUBCOMMAND) {
+            return kube_sim::runtime::container_main(args);
+        }
     }
     let cli = Cli::parse();
     match cli.command {

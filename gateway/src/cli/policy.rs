@@ -187,20 +187,20 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"decision": effect_name(d.effect), "rule": d.rule, "reasons": d.reasons})
+                    serde_json::json!({"decision": effect_name(d.effect()), "rule": d.rule(), "reasons": d.reasons()})
                 );
             } else {
                 println!(
                     "{} (rule {}){}",
-                    effect_name(d.effect),
-                    d.rule.as_deref().unwrap_or("-"),
-                    d.reasons
+                    effect_name(d.effect()),
+                    d.rule().unwrap_or("-"),
+                    d.reasons()
                         .iter()
                         .map(|r| format!(": {r}"))
                         .collect::<String>()
                 );
             }
-            exit_for(d.effect)
+            exit_for(d.effect())
         }
         PolicyCommand::Test { policy, cases } => {
             let policy = match load(&policy) {
@@ -268,7 +268,7 @@ fn run_cases(policy: &Policy, path: &Path) -> ExitCode {
             groups: c.groups.clone(),
         };
         let d = decide(policy, &subject, &target, mode, Some(&c.line), &[]);
-        let got = effect_name(d.effect);
+        let got = effect_name(d.effect());
         if got == c.expect {
             println!("ok   {} {} {:?} → {got}", c.user, c.target, c.line);
         } else {
@@ -279,8 +279,8 @@ fn run_cases(policy: &Policy, path: &Path) -> ExitCode {
                 c.target,
                 c.line,
                 c.expect,
-                d.rule.as_deref().unwrap_or("-"),
-                d.reasons.join("; ")
+                d.rule().unwrap_or("-"),
+                d.reasons().join("; ")
             );
         }
     }

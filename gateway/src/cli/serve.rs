@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Configuration file (see docs/configuration.md).
     #[arg(long, conflicts_with_all = ["dev", "dev_dir"])]
     pub config: Option<PathBuf>,
+    /// The gateway's own log on stderr: `text` or `json` (one object per line).
+    #[arg(long, value_enum, env = "JITSH_LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// Runs `jitsh serve`.
@@ -27,13 +30,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("jitsh: serve needs --config FILE, or --dev for the development gateway");
         return ExitCode::from(2);
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::telemetry::init(args.log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -49,9 +46,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 "jitsh gateway listening on {}",
                 prepared.listener.local_addr()?
             );
+            if let Some(admin) = &prepared.admin {
+                eprintln!("jitsh admin listening on {}", admin.local_addr()?);
+            }
             crate::daemon::run(prepared).await
         }),
+        #[cfg(feature = "dev")]
         None => rt.block_on(crate::dev::run(&args.dev_dir, args.listen)),
+        #[cfg(not(feature = "dev"))]
+        None => Err(anyhow::anyhow!(
+            "serve --dev needs the `dev` feature (its in-process Kubernetes double); this build \
+             has none: use serve --config FILE, or build with default features"
+        )),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

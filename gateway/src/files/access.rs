@@ -8,16 +8,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, BytesMut};
 
-use jitsh_broker_policy::{Action, Decision, Mode, Permit, Request, Subject};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ListParams, LogParams};
-use serde_json::{Value, json};
+use jitsh_broker_policy::permit::Kind as PermitKind;
+use jitsh_broker_policy::{
+    Action, Decision, Effect, FilePermit, LogsPermit, Mode, Permit, Request, Subject,
+};
 
+use super::FileError;
 use super::reader::{self, Attr, Kind, Proc, Reader};
 use super::tree::{self, Loc, LogKind, Node};
-use super::{FileError, kube_error};
-use crate::exec::Resolved;
-use crate::server::{Ctx, new_id, target_of};
+use crate::audit::Event;
+use crate::ids::CommandId;
+use crate::kube::{Impersonated, Resolved};
+use crate::session::{Ctx, Hold};
 
 /// How long a pod lookup is reused within one SFTP or scp session.
 const POD_CACHE: Duration = Duration::from_secs(10);
@@ -30,8 +32,8 @@ const MAX_ENTRIES: usize = 50_000;
 pub(crate) struct Files<'c> {
     ctx: &'c Ctx<'c>,
     via: &'static str,
-    cid: String,
-    client: kube::Client,
+    cid: CommandId,
+    client: Impersonated,
     pods: HashMap<Loc, (Instant, Resolved)>,
     now: u32,
     /// Files opened.
@@ -47,13 +49,12 @@ enum Source {
 /// How to restart an open file's reader at an offset.
 enum Origin {
     Fs {
-        client: kube::Client,
-        target: Resolved,
-        permit: Permit,
+        client: Impersonated,
+        permit: FilePermit,
     },
     Log {
-        client: kube::Client,
-        target: Resolved,
+        client: Impersonated,
+        permit: LogsPermit,
         previous: bool,
         limit: Option<u64>,
     },
@@ -72,18 +73,19 @@ pub(crate) struct OpenFile {
     bytes: u64,
     seeks: u64,
     error: Option<String>,
-    event: Value,
+    event: Event,
     started: Instant,
+    _hold: Hold,
 }
 
 impl<'c> Files<'c> {
     /// A session view: one impersonating client whose `Audit-ID` is the session's command id.
-    pub(crate) fn new(ctx: &'c Ctx<'c>, via: &'static str, cid: &str) -> Result<Self, FileError> {
-        let client = ctx
-            .gw
-            .kube
-            .client_as(ctx.id, cid)
-            .map_err(|e| FileError::Failure(e.to_string()))?;
+    pub(crate) fn new(
+        ctx: &'c Ctx<'c>,
+        via: &'static str,
+        cid: &CommandId,
+    ) -> Result<Self, FileError> {
+        let client = ctx.impersonate(cid)?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
@@ -91,7 +93,7 @@ impl<'c> Files<'c> {
         Ok(Files {
             ctx,
             via,
-            cid: cid.to_owned(),
+            cid: cid.clone(),
             client,
             pods: HashMap::new(),
             now,
@@ -121,26 +123,24 @@ impl<'c> Files<'c> {
             }
             Node::LogsDir(loc) => {
                 let target = self.pod(loc).await?;
-                self.permit(node, "stat", &target, Mode::Logs, Action::Session)?;
+                self.allow_logs(&target)
+                    .map_err(|d| self.denied(node, "stat", &d))?;
                 Ok(dir)
             }
             Node::Log(loc, _) => {
                 let target = self.pod(loc).await?;
-                self.permit(node, "stat", &target, Mode::Logs, Action::Session)?;
+                self.allow_logs(&target)
+                    .map_err(|d| self.denied(node, "stat", &d))?;
                 Ok(Attr::file(self.now, None))
             }
             Node::Fs(loc, path) => {
                 let target = self.pod(loc).await?;
-                match self
-                    .decide(&target, Mode::Files, Action::Path(path))
-                    .permit()
-                {
+                match self.allow_file(&target, path) {
                     Ok(permit) => {
-                        let out =
-                            reader::spawn(&self.client, &target, &permit, Reader::Stat { follow })
-                                .await?
-                                .collect(4096)
-                                .await?;
+                        let out = reader::spawn(&self.client, &permit, Reader::Stat { follow })
+                            .await?
+                            .collect(4096)
+                            .await?;
                         reader::parse_stat(&out)
                     }
                     Err(d) => {
@@ -161,50 +161,31 @@ impl<'c> Files<'c> {
         let dirs = |names: Vec<String>| names.into_iter().map(|n| (n, dir)).collect::<Vec<_>>();
         match node {
             Node::Root => Ok(dirs(self.namespaces().await.into_iter().collect())),
-            Node::Namespace(ns) => {
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-                let list = api.list(&ListParams::default()).await.map_err(kube_error)?;
-                Ok(dirs(
-                    list.items
-                        .into_iter()
-                        .filter_map(|p| p.metadata.name)
-                        .collect(),
-                ))
-            }
+            Node::Namespace(ns) => Ok(dirs(crate::kube::pods::names(&self.client, ns).await?)),
             Node::Pod(ns, pod) => Ok(dirs(self.containers(ns, pod).await?)),
             Node::Container(loc) => {
                 let target = self.pod(loc).await?;
                 let mut names = Vec::new();
-                if self
-                    .decide(&target, Mode::Logs, Action::Session)
-                    .permit()
-                    .is_ok()
-                {
+                if self.allow_logs(&target).is_ok() {
                     names.push("logs".to_owned());
                 }
-                if self
-                    .decide(&target, Mode::Files, Action::Session)
-                    .permit()
-                    .is_ok()
-                {
+                if self.decide(&target, Mode::Files).effect() == Effect::Allow {
                     names.push("fs".to_owned());
                 }
                 Ok(dirs(names))
             }
             Node::LogsDir(loc) => {
                 let target = self.pod(loc).await?;
-                self.permit(node, "list", &target, Mode::Logs, Action::Session)?;
+                self.allow_logs(&target)
+                    .map_err(|d| self.denied(node, "list", &d))?;
                 // previous.log only when the container has restarted (its lastState).
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &loc.namespace);
-                let p = api.get(&loc.pod).await.map_err(kube_error)?;
-                let restarted = p
-                    .status
-                    .and_then(|s| s.container_statuses)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .any(|c| {
-                        c.name == loc.container && c.last_state.and_then(|l| l.terminated).is_some()
-                    });
+                let restarted = crate::kube::pods::restarted(
+                    &self.client,
+                    &loc.namespace,
+                    &loc.pod,
+                    &loc.container,
+                )
+                .await?;
                 let mut kinds = vec![LogKind::Current];
                 if restarted {
                     kinds.push(LogKind::Previous);
@@ -227,17 +208,16 @@ impl<'c> Files<'c> {
     ) -> Result<Vec<(String, Attr)>, FileError> {
         let target = self.pod(loc).await?;
         let globs = self.globs(&target);
-        match self
-            .decide(&target, Mode::Files, Action::Path(path))
-            .permit()
-        {
+        match self.allow_file(&target, path) {
             Ok(permit) => {
                 let permit = self.canonical(node, &target, permit, "list").await?;
-                let mut ev = self.event(&new_id(), node, &target);
-                ev["rule"] = json!(permit.rule());
-                ev["file"] = json!(reader::permitted_path(&permit)?);
-                self.audit("file.list", ev)?;
-                let out = reader::spawn(&self.client, &target, &permit, Reader::List)
+                let ev = Event {
+                    rule: Some(permit.rule().to_owned()),
+                    file: Some(permit.path().to_owned()),
+                    ..self.event(&CommandId::new(), node, &target)
+                };
+                self.audit("file.list", &ev)?;
+                let out = reader::spawn(&self.client, &permit, Reader::List)
                     .await?
                     .collect(reader::MAX_LISTING)
                     .await?;
@@ -245,9 +225,7 @@ impl<'c> Files<'c> {
                 // Only what the policy would let the user reach is shown.
                 entries.retain(|(name, _)| {
                     let p = tree::join(path, name);
-                    self.decide(&target, Mode::Files, Action::Path(&p))
-                        .permit()
-                        .is_ok()
+                    self.allow_file(&target, &p).is_ok()
                         || tree::glob_children(&globs, &p).is_some()
                 });
                 entries.truncate(MAX_ENTRIES);
@@ -263,12 +241,11 @@ impl<'c> Files<'c> {
                 let mut out = Vec::new();
                 for name in children {
                     let p = tree::join(path, &name);
-                    match self.decide(&target, Mode::Files, Action::Path(&p)).permit() {
+                    match self.allow_file(&target, &p) {
                         Ok(permit) => {
                             let stat = async {
                                 let out = reader::spawn(
                                     &self.client,
-                                    &target,
                                     &permit,
                                     Reader::Stat { follow: false },
                                 )
@@ -315,50 +292,40 @@ impl<'c> Files<'c> {
 
     async fn open_fs(&mut self, node: &Node, loc: &Loc, path: &str) -> Result<OpenFile, FileError> {
         let target = self.pod(loc).await?;
-        let permit = match self
-            .decide(&target, Mode::Files, Action::Path(path))
-            .permit()
-        {
+        let permit = match self.allow_file(&target, path) {
             Ok(p) => p,
             Err(d) => return Err(self.denied(node, "read", &d)),
         };
         let permit = self.canonical(node, &target, permit, "read").await?;
-        let out = reader::spawn(
-            &self.client,
-            &target,
-            &permit,
-            Reader::Stat { follow: true },
-        )
-        .await?
-        .collect(4096)
-        .await?;
+        let out = reader::spawn(&self.client, &permit, Reader::Stat { follow: true })
+            .await?
+            .collect(4096)
+            .await?;
         let attr = reader::parse_stat(&out)?;
         match attr.kind {
             Kind::File => {}
             Kind::Dir => return Err(FileError::Failure(format!("{node}: is a directory"))),
             _ => return Err(FileError::Failure(format!("{node}: not a regular file"))),
         }
-        let fcid = new_id();
-        let mut ev = self.event(&fcid, node, &target);
-        ev["rule"] = json!(permit.rule());
-        ev["file"] = json!(reader::permitted_path(&permit)?);
-        ev["size"] = json!(attr.size);
-        self.audit("file.open", ev.clone())?;
+        let fcid = CommandId::new();
+        let mut ev = Event {
+            rule: Some(permit.rule().to_owned()),
+            file: Some(permit.path().to_owned()),
+            size: attr.size,
+            ..self.event(&fcid, node, &target)
+        };
+        self.audit("file.open", &ev)?;
         self.tighten(&permit);
+        let hold = self.ctx.clock.hold(&permit);
         // The read runs with the open's own command id as its Kubernetes Audit-ID.
-        let client = self
-            .ctx
-            .gw
-            .kube
-            .client_as(self.ctx.id, &fcid)
-            .map_err(|e| FileError::Failure(e.to_string()))?;
-        let proc = reader::spawn(&client, &target, &permit, Reader::Cat).await;
+        let client = self.ctx.impersonate(&fcid)?;
+        let proc = reader::spawn(&client, &permit, Reader::Cat).await;
         let proc = match proc {
             Ok(p) => p,
             Err(e) => {
-                ev["error"] = json!(e.to_string());
-                ev["bytes"] = json!(0);
-                self.ctx.gw.record("file.read", ev);
+                ev.error = Some(e.to_string());
+                ev.bytes = Some(0);
+                self.ctx.gw.record("file.read", &ev);
                 return Err(e);
             }
         };
@@ -367,11 +334,7 @@ impl<'c> Files<'c> {
             attr,
             name: last_component(node),
             source: Some(Source::Exec(proc)),
-            origin: Origin::Fs {
-                client,
-                target,
-                permit,
-            },
+            origin: Origin::Fs { client, permit },
             pos: 0,
             eof: false,
             bytes: 0,
@@ -379,6 +342,7 @@ impl<'c> Files<'c> {
             error: None,
             event: ev,
             started: Instant::now(),
+            _hold: hold,
         })
     }
 
@@ -390,28 +354,34 @@ impl<'c> Files<'c> {
         need_size: bool,
     ) -> Result<OpenFile, FileError> {
         let target = self.pod(loc).await?;
-        let permit = self.permit(node, "read", &target, Mode::Logs, Action::Session)?;
+        let permit = self
+            .allow_logs(&target)
+            .map_err(|d| self.denied(node, "read", &d))?;
         let previous = kind == LogKind::Previous;
-        let fcid = new_id();
-        let mut ev = self.event(&fcid, node, &target);
-        ev["rule"] = json!(permit.rule());
-        ev["log"] = json!(if previous { "previous" } else { "current" });
-        self.audit("file.open", ev.clone())?;
+        let fcid = CommandId::new();
+        let ev = Event {
+            rule: Some(permit.rule().to_owned()),
+            log: Some(if previous { "previous" } else { "current" }.to_owned()),
+            ..self.event(&fcid, node, &target)
+        };
+        self.audit("file.open", &ev)?;
         self.tighten(&permit);
-        let client = self
-            .ctx
-            .gw
-            .kube
-            .client_as(self.ctx.id, &fcid)
-            .map_err(|e| FileError::Failure(e.to_string()))?;
+        let hold = self.ctx.clock.hold(&permit);
+        let client = self.ctx.impersonate(&fcid)?;
         // A log's size is only known by reading it: a client that must announce it first
         // (legacy scp) gets one counting pass, then exactly that many bytes.
         let limit = if need_size {
-            Some(count_log(&client, &target, previous).await?)
+            Some(
+                crate::kube::logs::size(&client, &permit, previous)
+                    .await
+                    .map_err(|e| log_error(e, previous))?,
+            )
         } else {
             None
         };
-        let stream = log_stream(&client, &target, previous, limit).await?;
+        let stream = crate::kube::logs::open(&client, &permit, previous, limit)
+            .await
+            .map_err(|e| log_error(e, previous))?;
         self.opened += 1;
         Ok(OpenFile {
             attr: Attr::file(self.now, limit),
@@ -419,7 +389,7 @@ impl<'c> Files<'c> {
             source: Some(Source::Log(stream)),
             origin: Origin::Log {
                 client,
-                target,
+                permit,
                 previous,
                 limit,
             },
@@ -430,17 +400,20 @@ impl<'c> Files<'c> {
             error: None,
             event: ev,
             started: Instant::now(),
+            _hold: hold,
         })
     }
 
     /// Records and returns the refusal of a write-like operation (the tree is read-only).
     pub(crate) fn read_only(&self, path: &str, op: &str) -> FileError {
-        let mut ev = self.ctx.base_event(&new_id());
-        ev["via"] = json!(self.via);
-        ev["path"] = json!(path);
-        ev["op"] = json!(op);
-        ev["reasons"] = json!(["the gateway's file tree is read-only"]);
-        self.ctx.gw.record("file.denied", ev);
+        let ev = Event {
+            via: Some(self.via.to_owned()),
+            path: Some(path.to_owned()),
+            op: Some(op.to_owned()),
+            reasons: Some(vec!["the gateway's file tree is read-only".to_owned()]),
+            ..self.ctx.event(&CommandId::new())
+        };
+        self.ctx.gw.record("file.denied", &ev);
         FileError::Denied(format!(
             "denied: {op} {path}: the gateway's file tree is read-only"
         ))
@@ -451,7 +424,7 @@ impl<'c> Files<'c> {
     async fn namespaces(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         let mut any = false;
-        for g in self.ctx.gw.policy.load().grants(&self.subject()) {
+        for g in self.ctx.gw.policy().grants(&self.subject()) {
             if !g
                 .modes
                 .iter()
@@ -468,10 +441,7 @@ impl<'c> Files<'c> {
             }
         }
         if any {
-            let api: Api<Namespace> = Api::all(self.client.clone());
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                out.extend(list.items.into_iter().filter_map(|n| n.metadata.name));
-            }
+            out.extend(crate::kube::pods::namespaces(&self.client).await);
         }
         out
     }
@@ -481,8 +451,7 @@ impl<'c> Files<'c> {
     fn globs(&self, target: &Resolved) -> Vec<String> {
         self.ctx
             .gw
-            .policy
-            .load()
+            .policy()
             .grants(&self.subject())
             .into_iter()
             .filter(|g| g.modes.contains(&Mode::Files))
@@ -502,13 +471,8 @@ impl<'c> Files<'c> {
         {
             return Ok(r.clone());
         }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &loc.namespace);
-        let p = api.get(&loc.pod).await.map_err(kube_error)?;
-        let has = p
-            .spec
-            .as_ref()
-            .is_some_and(|s| s.containers.iter().any(|c| c.name == loc.container));
-        if !has {
+        let p = crate::kube::pods::get(&self.client, &loc.namespace, &loc.pod).await?;
+        if !p.containers.contains(&loc.container) {
             return Err(FileError::NotFound(format!(
                 "pod {}/{} has no container '{}'",
                 loc.namespace, loc.pod, loc.container
@@ -518,18 +482,16 @@ impl<'c> Files<'c> {
             namespace: loc.namespace.clone(),
             pod: loc.pod.clone(),
             container: loc.container.clone(),
-            labels: p.metadata.labels.unwrap_or_default(),
+            labels: p.labels,
         };
         self.pods.insert(loc.clone(), (Instant::now(), r.clone()));
         Ok(r)
     }
 
     async fn containers(&self, ns: &str, pod: &str) -> Result<Vec<String>, FileError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let p = api.get(pod).await.map_err(kube_error)?;
-        Ok(p.spec
-            .map(|s| s.containers.into_iter().map(|c| c.name).collect())
-            .unwrap_or_default())
+        Ok(crate::kube::pods::get(&self.client, ns, pod)
+            .await?
+            .containers)
     }
 
     /// Resolves symbolic links in the container (`realpath -e`) and asks the policy about the
@@ -538,11 +500,11 @@ impl<'c> Files<'c> {
         &self,
         node: &Node,
         target: &Resolved,
-        permit: Permit,
+        permit: FilePermit,
         op: &str,
-    ) -> Result<Permit, FileError> {
-        let asked = reader::permitted_path(&permit)?.to_owned();
-        let out = reader::spawn(&self.client, target, &permit, Reader::Realpath)
+    ) -> Result<FilePermit, FileError> {
+        let asked = permit.path().to_owned();
+        let out = reader::spawn(&self.client, &permit, Reader::Realpath)
             .await?
             .collect(8192)
             .await?;
@@ -550,17 +512,14 @@ impl<'c> Files<'c> {
         if real == asked {
             return Ok(permit);
         }
-        match self
-            .decide(target, Mode::Files, Action::Path(&real))
-            .permit()
-        {
+        match self.allow_file(target, &real) {
             Ok(p) => Ok(p),
-            Err(mut d) => {
-                d.reasons = vec![format!(
+            Err(d) => {
+                let why = format!(
                     "'{asked}' resolves to '{real}', which is not an allowed file on {}/{}",
                     target.namespace, target.pod
-                )];
-                Err(self.denied(node, op, &d))
+                );
+                Err(self.denied_because(node, op, d.rule(), vec![why]))
             }
         }
     }
@@ -569,68 +528,81 @@ impl<'c> Files<'c> {
         self.ctx.subject()
     }
 
-    fn decide(&self, target: &Resolved, mode: Mode, action: Action<'_>) -> Decision {
-        self.ctx.gw.policy.load().decide(&Request {
+    /// A mode's decision on the target as a whole (whether its directory is shown).
+    fn decide(&self, target: &Resolved, mode: Mode) -> Decision {
+        self.ctx.gw.policy().decide(&Request {
             subject: &self.subject(),
-            target: &target_of(target),
+            target: &target.policy_target(),
             mode,
-            action,
+            action: Action::Session,
         })
     }
 
-    fn permit(
-        &self,
-        node: &Node,
-        op: &str,
-        target: &Resolved,
-        mode: Mode,
-        action: Action<'_>,
-    ) -> Result<Permit, FileError> {
-        self.decide(target, mode, action)
-            .permit()
-            .map_err(|d| self.denied(node, op, &d))
+    fn allow_file(&self, target: &Resolved, path: &str) -> Result<FilePermit, Decision> {
+        self.ctx
+            .gw
+            .policy()
+            .permit_file(&self.subject(), &target.policy_target(), path)
+    }
+
+    fn allow_logs(&self, target: &Resolved) -> Result<LogsPermit, Decision> {
+        self.ctx
+            .gw
+            .policy()
+            .permit_logs(&self.subject(), &target.policy_target())
     }
 
     /// Records a denial (`file.denied`) and returns it as one line for the user.
     fn denied(&self, node: &Node, op: &str, d: &Decision) -> FileError {
-        let mut ev = self.ctx.base_event(&new_id());
-        ev["via"] = json!(self.via);
-        ev["path"] = json!(node.to_string());
-        ev["op"] = json!(op);
-        if let Node::Fs(loc, _) | Node::Log(loc, _) = node {
-            ev["namespace"] = json!(loc.namespace);
-            ev["pod"] = json!(loc.pod);
-            ev["container"] = json!(loc.container);
-        }
-        if let Node::Fs(_, p) = node {
-            ev["file"] = json!(p);
-        }
-        ev["rule"] = json!(d.rule);
-        ev["reasons"] = json!(d.reasons);
-        self.ctx.gw.record("file.denied", ev);
-        let rule = d.rule.as_deref().unwrap_or("no rule");
-        FileError::Denied(format!("denied: {} (policy: {rule})", d.reasons.join("; ")))
+        self.denied_because(node, op, d.rule(), d.reasons().to_vec())
     }
 
-    fn event(&self, cid: &str, node: &Node, target: &Resolved) -> Value {
-        let mut ev = self.ctx.base_event(cid);
-        ev["session_command"] = json!(self.cid);
-        ev["via"] = json!(self.via);
-        ev["path"] = json!(node.to_string());
-        ev["namespace"] = json!(target.namespace);
-        ev["pod"] = json!(target.pod);
-        ev["container"] = json!(target.container);
-        ev
+    fn denied_because(
+        &self,
+        node: &Node,
+        op: &str,
+        rule: Option<&str>,
+        reasons: Vec<String>,
+    ) -> FileError {
+        let mut ev = Event {
+            via: Some(self.via.to_owned()),
+            path: Some(node.to_string()),
+            op: Some(op.to_owned()),
+            rule: rule.map(str::to_owned),
+            reasons: Some(reasons.clone()),
+            ..self.ctx.event(&CommandId::new())
+        };
+        if let Node::Fs(loc, _) | Node::Log(loc, _) = node {
+            ev.namespace = Some(loc.namespace.clone());
+            ev.pod = Some(loc.pod.clone());
+            ev.container = Some(loc.container.clone());
+        }
+        if let Node::Fs(_, p) = node {
+            ev.file = Some(p.clone());
+        }
+        self.ctx.gw.record("file.denied", &ev);
+        let rule = rule.unwrap_or("no rule");
+        FileError::Denied(format!("denied: {} (policy: {rule})", reasons.join("; ")))
+    }
+
+    fn event(&self, cid: &CommandId, node: &Node, target: &Resolved) -> Event {
+        Event {
+            session_command: Some(self.cid.clone()),
+            via: Some(self.via.to_owned()),
+            path: Some(node.to_string()),
+            ..self.ctx.target_event(cid, target)
+        }
     }
 
     /// Writes an event that authorises what follows; a failure refuses it (fail closed).
-    fn audit(&self, kind: &str, ev: Value) -> Result<(), FileError> {
-        self.ctx.gw.audit.record(kind, ev).map_err(|e| {
-            FileError::Failure(format!("refused: the audit log cannot be written ({e})"))
-        })
+    fn audit(&self, kind: &str, ev: &Event) -> Result<(), FileError> {
+        self.ctx
+            .gw
+            .audit_first(kind, ev)
+            .map_err(|e| FileError::Failure(e.to_string()))
     }
 
-    fn tighten(&self, permit: &Permit) {
+    fn tighten<K: PermitKind>(&self, permit: &Permit<K>) {
         let l = permit.limits();
         self.ctx.clock.tighten(l.max_session, l.idle_timeout);
     }
@@ -641,53 +613,12 @@ fn last_component(node: &Node) -> String {
     s.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-async fn log_stream(
-    client: &kube::Client,
-    target: &Resolved,
-    previous: bool,
-    limit: Option<u64>,
-) -> Result<Pin<Box<dyn futures::AsyncBufRead + Send>>, FileError> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
-    let lp = LogParams {
-        container: Some(target.container.clone()),
-        previous,
-        limit_bytes: limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
-        ..Default::default()
-    };
-    if limit == Some(0) {
-        return Ok(Box::pin(futures::io::empty()));
-    }
-    let s = api
-        .log_stream(&target.pod, &lp)
-        .await
-        .map_err(|e| match e {
-            // "previous terminated container ... not found" is a 400.
-            kube::Error::Api(s) if s.code == 400 && s.message.contains("not found") => {
-                FileError::NotFound(format!("kubernetes: {}", s.message))
-            }
-            other => kube_error(other),
-        })?;
-    Ok(Box::pin(s))
-}
-
-async fn count_log(
-    client: &kube::Client,
-    target: &Resolved,
-    previous: bool,
-) -> Result<u64, FileError> {
-    use futures::AsyncReadExt as _;
-    let mut s = log_stream(client, target, previous, None).await?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n = 0u64;
-    loop {
-        let m = s
-            .read(&mut buf)
-            .await
-            .map_err(|e| FileError::Failure(format!("kubernetes: reading the log: {e}")))?;
-        if m == 0 {
-            return Ok(n);
-        }
-        n += m as u64;
+/// A log that cannot be read: a previous log that does not exist is a 400 from the API server
+/// (the request is otherwise well-formed), reported as missing.
+fn log_error(e: crate::kube::KubeError, previous: bool) -> FileError {
+    match e.status() {
+        Some(400) if previous => FileError::NotFound(e.to_string()),
+        _ => e.into(),
     }
 }
 
@@ -778,22 +709,22 @@ impl OpenFile {
         self.seeks += 1;
         self.eof = false;
         let (source, pos) = match &self.origin {
-            Origin::Fs {
-                client,
-                target,
-                permit,
-            } => {
-                let p = reader::spawn(client, target, permit, Reader::From(offset)).await?;
+            Origin::Fs { client, permit } => {
+                let p = reader::spawn(client, permit, Reader::From(offset)).await?;
                 (Source::Exec(p), offset)
             }
             // pods/log has no offset: read from the start up to it.
             Origin::Log {
                 client,
-                target,
+                permit,
                 previous,
                 limit,
             } => (
-                Source::Log(log_stream(client, target, *previous, *limit).await?),
+                Source::Log(
+                    crate::kube::logs::open(client, permit, *previous, *limit)
+                        .await
+                        .map_err(|e| log_error(e, *previous))?,
+                ),
                 0,
             ),
         };
@@ -820,17 +751,15 @@ impl OpenFile {
     /// Records `file.read` with the bytes served (one event per opened file).
     pub(crate) fn close(mut self, ctx: &Ctx<'_>, error: Option<String>) {
         let mut ev = std::mem::take(&mut self.event);
-        ev["bytes"] = json!(self.bytes);
+        ev.bytes = Some(self.bytes);
         let whole = self.eof || self.attr.size == Some(self.bytes);
-        ev["complete"] = json!(whole && self.error.is_none() && error.is_none());
+        ev.complete = Some(whole && self.error.is_none() && error.is_none());
         if self.seeks > 0 {
-            ev["restarts"] = json!(self.seeks);
+            ev.restarts = Some(self.seeks);
         }
-        if let Some(e) = error.or(self.error.take()) {
-            ev["error"] = json!(e);
-        }
-        ev["duration_ms"] =
-            json!(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        ctx.gw.record("file.read", ev);
+        ev.error = error.or(self.error.take());
+        ev.duration_ms =
+            Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        ctx.gw.record("file.read", &ev);
     }
 }

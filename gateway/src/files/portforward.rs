@@ -4,23 +4,21 @@
 //! (OpenSSH prints `open failed: administratively prohibited: jitsh: denied: ...`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, atomic::AtomicBool};
 use std::time::Instant;
 
-use jitsh_broker_policy::{Action, Mode, Request};
 use jitsh_certs::VerifiedIdentity;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::admin::label;
-use crate::exec::{self, Resolved};
+use crate::audit::Event;
+use crate::gateway::Gateway;
+use crate::ids::{CommandId, SessionId};
 use crate::intent::is_dns_label;
-use crate::server::{Clock, Gateway, new_id, target_of};
+use crate::kube::portforward::Forward;
+use crate::session::{Ctx, Live};
 
 /// A forward's destination as the client named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,133 +60,148 @@ pub(crate) fn destination(host: &str, port: u32) -> Result<Destination, String> 
 }
 
 /// What `channel_open_direct_tcpip` was given.
-pub(crate) struct Opening {
-    /// The gateway.
-    pub gw: Arc<Gateway>,
-    /// The connection's identity.
-    pub id: Arc<VerifiedIdentity>,
-    /// The connection's session id.
-    pub sid: String,
-    /// The client's address.
-    pub peer: SocketAddr,
+pub(crate) struct Asked {
     /// `host_to_connect`.
-    pub host: String,
+    pub(crate) host: String,
     /// `port_to_connect`.
-    pub port: u32,
+    pub(crate) port: u32,
     /// `originator_address:originator_port`.
-    pub originator: String,
+    pub(crate) originator: String,
 }
 
-/// Decides, audits and (when allowed) bridges one `direct-tcpip` channel in its own task.
-pub(crate) fn spawn(o: Opening, channel: Channel<Msg>, reply: ChannelOpenHandle) {
-    tokio::spawn(async move {
-        let cid = new_id();
-        let mut ev = json!({"session": o.sid, "command": cid, "identity": o.id.identity(), "user": o.id.username(), "groups": o.id.groups(), "serial": o.id.serial(), "key_id": o.id.key_id(), "source": o.peer.to_string(), "destination": format!("{}:{}", o.host, o.port), "originator": o.originator});
-        match prepare(&o, &cid, &mut ev).await {
-            Err(reason) => {
-                reply
-                    .reject(ChannelOpenFailure::Other {
-                        code: 1,
-                        reason: format!("jitsh: {reason}"),
-                    })
-                    .await;
-            }
-            Ok(ready) => {
-                reply.accept().await;
-                bridge(&o, ready, channel, ev).await;
-            }
+/// Refuses the channel with the reason (OpenSSH prints it after "open failed").
+pub(crate) async fn refuse(reply: ChannelOpenHandle, reason: &str) {
+    reply
+        .reject(ChannelOpenFailure::Other {
+            code: 1,
+            reason: format!("jitsh: {reason}"),
+        })
+        .await;
+}
+
+/// Decides, audits and (when allowed) bridges one `direct-tcpip` channel, inside the session
+/// `live`: the forward ends with the session (certificate, limits, idle, a policy that no
+/// longer allows the port, shutdown).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's parts and the channel's"
+)]
+pub(crate) async fn run(
+    gw: &Arc<Gateway>,
+    id: &VerifiedIdentity,
+    sid: &SessionId,
+    peer: SocketAddr,
+    live: &Live,
+    asked: Asked,
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+) {
+    let (ssh_r, ssh_w) = channel.split();
+    let ctx = Ctx {
+        merged: AtomicBool::new(false),
+        gw,
+        id,
+        sid,
+        peer,
+        write: &ssh_w,
+        clock: live.clock(),
+        via: "portforward",
+    };
+    let cid = CommandId::new();
+    let mut ev = Event {
+        destination: Some(format!("{}:{}", asked.host, asked.port)),
+        originator: Some(asked.originator.clone()),
+        ..ctx.event(&cid)
+    };
+    match prepare(&ctx, &cid, &asked, &mut ev).await {
+        Err(reason) => refuse(reply, &reason).await,
+        Ok(ready) => {
+            reply.accept().await;
+            bridge(&ctx, ready, ssh_r, ev).await;
         }
-    });
+    }
 }
 
 struct Ready {
-    forwarder: kube::api::Portforwarder,
-    port: u16,
-    clock: Arc<Clock>,
+    forward: Forward,
+    _hold: crate::session::Hold,
 }
 
-async fn prepare(o: &Opening, cid: &str, ev: &mut Value) -> Result<Ready, String> {
-    let denied = |ev: &mut Value, reasons: Vec<String>, rule: Option<String>| {
-        ev["reasons"] = json!(reasons);
-        ev["rule"] = json!(rule);
-        o.gw.record("portforward.denied", ev.clone());
+async fn prepare(
+    ctx: &Ctx<'_>,
+    cid: &CommandId,
+    asked: &Asked,
+    ev: &mut Event,
+) -> Result<Ready, String> {
+    let denied = |ev: &mut Event, reasons: Vec<String>, rule: Option<String>| {
+        ev.reasons = Some(reasons.clone());
+        ev.rule = rule.clone();
+        ctx.gw.record("portforward.denied", ev);
         let rule = rule.unwrap_or_else(|| "no rule".into());
         format!("denied: {} (policy: {rule})", reasons.join("; "))
     };
-    if o.id.force_command().is_some() {
+    if ctx.id.force_command().is_some() {
         return Err(denied(
             ev,
             vec!["your certificate allows only its forced command".into()],
             None,
         ));
     }
-    let dest = match destination(&o.host, o.port) {
+    let dest = match destination(&asked.host, asked.port) {
         Ok(d) => d,
         Err(e) => return Err(denied(ev, vec![e], None)),
     };
-    ev["namespace"] = json!(dest.namespace);
-    ev["pod"] = json!(dest.pod);
-    ev["port"] = json!(dest.port);
-    let client = o.gw.kube.client_as(&o.id, cid).map_err(|e| e.to_string())?;
-    let target: Resolved = exec::resolve(&client, &dest.namespace, &dest.pod, None)
+    ev.namespace = Some(dest.namespace.clone());
+    ev.pod = Some(dest.pod.clone());
+    ev.port = Some(dest.port);
+    let k = ctx.impersonate(cid).map_err(|e| e.to_string())?;
+    let target = crate::kube::pods::resolve(&k, &dest.namespace, &dest.pod, None)
         .await
         .map_err(|e| denied(ev, vec![e.to_string()], None))?;
-    let decision = o.gw.policy.load().decide(&Request {
-        subject: &jitsh_broker_policy::Subject {
-            user: o.id.username().to_owned(),
-            groups: o.id.groups().to_vec(),
-        },
-        target: &target_of(&target),
-        mode: Mode::PortForward,
-        action: Action::Port(dest.port),
-    });
-    let permit = match decision.permit() {
+    let tgt = target.policy_target();
+    let decision = ctx.gw.policy().permit_port(&ctx.subject(), &tgt, dest.port);
+    let permit = match decision {
         Ok(p) => p,
-        Err(d) => return Err(denied(ev, d.reasons, d.rule)),
+        Err(d) => {
+            return Err(denied(
+                ev,
+                d.reasons().to_vec(),
+                d.rule().map(str::to_owned),
+            ));
+        }
     };
-    ev["rule"] = json!(permit.rule());
-    o.gw.audit
-        .record("portforward.allowed", ev.clone())
-        .map_err(|e| format!("refused: the audit log cannot be written ({e})"))?;
-    let clock = Arc::new(Clock::new(&o.gw, &o.id));
-    clock.tighten(permit.limits().max_session, permit.limits().idle_timeout);
-    let api: Api<Pod> = Api::namespaced(client, &target.namespace);
-    match api.portforward(&target.pod, &[dest.port]).await {
-        Ok(forwarder) => Ok(Ready {
-            forwarder,
-            port: dest.port,
-            clock,
+    ev.rule = Some(permit.rule().to_owned());
+    ctx.gw
+        .audit_first("portforward.allowed", ev)
+        .map_err(|e| e.to_string())?;
+    ctx.clock
+        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    let hold = ctx.clock.hold(&permit);
+    match crate::kube::portforward::open(&k, &permit).await {
+        Ok(forward) => Ok(Ready {
+            forward,
+            _hold: hold,
         }),
         Err(e) => {
-            let msg = match e {
-                kube::Error::Api(s) => format!("kubernetes: {} ({})", s.message, s.code),
-                other => format!("kubernetes: {other}"),
-            };
-            ev["error"] = json!(msg);
-            o.gw.record("portforward.end", ev.clone());
-            Err(msg)
+            ev.error = Some(e.to_string());
+            ctx.gw.record("portforward.end", ev);
+            Err(e.to_string())
         }
     }
 }
 
-async fn bridge(o: &Opening, mut ready: Ready, channel: Channel<Msg>, mut ev: Value) {
+async fn bridge(ctx: &Ctx<'_>, mut ready: Ready, mut ssh_r: russh::ChannelReadHalf, mut ev: Event) {
     let started = Instant::now();
-    let (Some(pod), Some(errors)) = (
-        ready.forwarder.take_stream(ready.port),
-        ready.forwarder.take_error(ready.port),
-    ) else {
-        ev["error"] = json!("kubernetes: no stream for the port");
-        o.gw.record("portforward.end", ev);
+    let Some((pod, errors)) = ready.forward.take() else {
+        ev.error = Some("kubernetes: no stream for the port".into());
+        ctx.gw.record("portforward.end", &ev);
         return;
     };
     let (mut pod_r, mut pod_w) = tokio::io::split(pod);
-    let (mut ssh_r, ssh_w) = channel.split();
-    let m = &o.gw.metrics;
-    // One statement each: the family's guard must be gone before the next lookup may insert.
-    let bytes_in = m.bytes.get_or_create(&label("direction", "in")).clone();
-    let bytes_out = m.bytes.get_or_create(&label("direction", "out")).clone();
+    let bytes_in = ctx.bytes("in");
+    let bytes_out = ctx.bytes("out");
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
-    let clock = &ready.clock;
+    let clock = ctx.clock;
     // Client → pod until the client closes the channel. Its EOF is not passed on: the
     // WebSocket port-forward protocol cannot half-close (kube-rs would end the whole forward
     // and drop the answer in flight), so the pod's side decides when the connection ends.
@@ -210,14 +223,15 @@ async fn bridge(o: &Opening, mut ready: Ready, channel: Channel<Msg>, mut ev: Va
     };
     // Pod → client until the pod's side closes, then EOF and close.
     let from_pod = async {
-        let mut w = ssh_w.make_writer();
+        let mut w = ctx.write.make_writer();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match pod_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if w.write_all(&buf[..n]).await.is_err() {
+            let Some(chunk) = buf.get(..n) else { break };
+            if w.write_all(chunk).await.is_err() {
                 break;
             }
             clock.touch();
@@ -229,31 +243,34 @@ async fn bridge(o: &Opening, mut ready: Ready, channel: Channel<Msg>, mut ev: Va
     tokio::pin!(to_pod, from_pod, errors);
     let mut error = None;
     let mut watch_errors = true;
-    loop {
-        tokio::select! {
-            () = &mut to_pod => break,
-            () = &mut from_pod => break,
-            e = &mut errors, if watch_errors => match e {
-                Some(e) => { error = Some(e); break; }
-                None => watch_errors = false,
-            },
-            reason = clock.expired_warning(&o.gw, &o.id, None) => { error = Some(format!("session closed: {reason}")); break; }
+    let relay = async {
+        loop {
+            tokio::select! {
+                () = &mut to_pod => break,
+                () = &mut from_pod => break,
+                e = &mut errors, if watch_errors => match e {
+                    Some(e) => { error = Some(e); break; }
+                    None => watch_errors = false,
+                },
+            }
         }
+    };
+    if let Err(reason) = ctx.race(relay).await {
+        ctx.ended(&reason).await;
+        error = Some(format!("session closed: {reason}"));
     }
     if error.is_none() && watch_errors {
         // A port that could not be reached says so just before the stream closes.
         error = futures::FutureExt::now_or_never(&mut errors).flatten();
     }
-    let _ = ssh_w.eof().await;
-    let _ = ssh_w.close().await;
-    ready.forwarder.abort();
-    ev["bytes_in"] = json!(sent.load(Ordering::Relaxed));
-    ev["bytes_out"] = json!(received.load(Ordering::Relaxed));
-    ev["duration_ms"] = json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    if let Some(e) = error {
-        ev["error"] = json!(e);
-    }
-    o.gw.record("portforward.end", ev);
+    let _ = ctx.write.eof().await;
+    let _ = ctx.write.close().await;
+    ready.forward.abort();
+    ev.bytes_in = Some(sent.load(Ordering::Relaxed));
+    ev.bytes_out = Some(received.load(Ordering::Relaxed));
+    ev.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    ev.error = error;
+    ctx.gw.record("portforward.end", &ev);
 }
 
 #[cfg(test)]

@@ -13,19 +13,15 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use jitsh_broker_policy::Permit;
-use k8s_openapi::api::core::v1::Pod;
+use jitsh_broker_policy::FilePermit;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{Api, AttachParams, AttachedProcess};
+use kube::api::AttachedProcess;
 use tokio::io::{AsyncReadExt, ReadHalf, SimplexStream};
 
 use super::FileError;
-use crate::exec::Resolved;
+use crate::kube::Impersonated;
+pub(crate) use crate::kube::files::Reader;
 
-/// The `stat -c` format: raw mode (hex), size, atime, mtime, uid, gid.
-const STAT_FORMAT: &str = "%f %s %X %Y %u %g";
-/// The `find -printf` format: type, mode (octal), size, uid, gid, atime, mtime, name; NUL-ended.
-const FIND_FORMAT: &str = "%y %m %s %U %G %A@ %T@ %P\\0";
 /// Largest directory listing read (bytes of `find` output).
 pub(crate) const MAX_LISTING: usize = 8 * 1024 * 1024;
 /// Buffer between the API server and the gateway for file data (read-ahead); an SFTP session
@@ -33,67 +29,6 @@ pub(crate) const MAX_LISTING: usize = 8 * 1024 * 1024;
 const READ_AHEAD: usize = 2 * 1024 * 1024;
 /// Stderr kept for error messages.
 const STDERR_KEPT: usize = 4096;
-
-/// Which fixed reader to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reader {
-    /// `cat -- PATH`.
-    Cat,
-    /// `tail -c +(N+1) -- PATH`: the file from byte N.
-    From(u64),
-    /// `stat [-L] -c FORMAT -- PATH`.
-    Stat {
-        /// Follow a final symbolic link (`stat -L`).
-        follow: bool,
-    },
-    /// `realpath -e -- PATH`.
-    Realpath,
-    /// `find PATH -mindepth 1 -maxdepth 1 -printf FORMAT`.
-    List,
-}
-
-impl Reader {
-    /// The argv for `path` (already permitted by the policy).
-    pub(crate) fn argv(self, path: &str) -> Vec<String> {
-        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        match self {
-            Reader::Cat | Reader::From(0) => v(&["cat", "--", path]),
-            Reader::From(n) => v(&[
-                "tail",
-                "-c",
-                &format!("+{}", n.saturating_add(1)),
-                "--",
-                path,
-            ]),
-            Reader::Stat { follow: true } => v(&["stat", "-L", "-c", STAT_FORMAT, "--", path]),
-            Reader::Stat { follow: false } => v(&["stat", "-c", STAT_FORMAT, "--", path]),
-            Reader::Realpath => v(&["realpath", "-e", "--", path]),
-            // find has no `--`: a path starting with `-` would be an option, but every path here
-            // is absolute (the policy only permits absolute, normalised paths).
-            Reader::List => v(&[
-                "find",
-                path,
-                "-mindepth",
-                "1",
-                "-maxdepth",
-                "1",
-                "-printf",
-                FIND_FORMAT,
-            ]),
-        }
-    }
-}
-
-/// The container path a permit for a file allows (the policy's normalised path).
-pub(crate) fn permitted_path(permit: &Permit) -> Result<&str, FileError> {
-    permit
-        .stages()
-        .first()
-        .and_then(|s| s.first())
-        .map(String::as_str)
-        .filter(|p| p.starts_with('/'))
-        .ok_or_else(|| FileError::Failure("the policy permit names no path".into()))
-}
 
 type StatusFuture = Pin<Box<dyn Future<Output = Option<Status>> + Send>>;
 
@@ -114,37 +49,14 @@ impl std::fmt::Debug for Proc {
     }
 }
 
-/// Starts `reader` on the permitted path in the target container (pods/exec as the client's user).
+/// Starts `reader` on the permitted path in the target container (pods/exec as the user).
 pub(crate) async fn spawn(
-    client: &kube::Client,
-    target: &Resolved,
-    permit: &Permit,
+    k: &Impersonated,
+    permit: &FilePermit,
     reader: Reader,
 ) -> Result<Proc, FileError> {
-    let path = permitted_path(permit)?;
-    let argv = reader.argv(path);
-    let program = match reader {
-        Reader::Cat | Reader::From(0) => "cat",
-        Reader::From(_) => "tail",
-        Reader::Stat { .. } => "stat",
-        Reader::Realpath => "realpath",
-        Reader::List => "find",
-    };
-    let api: Api<Pod> = Api::namespaced(client.clone(), &target.namespace);
-    let ap = AttachParams {
-        container: Some(target.container.clone()),
-        stdin: false,
-        stdout: true,
-        stderr: true,
-        tty: false,
-        max_stdin_buf_size: None,
-        max_stdout_buf_size: Some(READ_AHEAD),
-        max_stderr_buf_size: Some(64 * 1024),
-    };
-    let mut process = api
-        .exec(&target.pod, argv, &ap)
-        .await
-        .map_err(super::kube_error)?;
+    let program = reader.program();
+    let mut process = crate::kube::files::exec_reader(k, permit, reader, READ_AHEAD).await?;
     let (Some(stdout), Some(mut stderr), Some(status)) =
         (process.stdout(), process.stderr(), process.take_status())
     else {
@@ -200,7 +112,7 @@ impl Proc {
             .await
             .unwrap_or_default();
         let code = match &status {
-            Some(st) => crate::exec::exit_code(st),
+            Some(st) => crate::kube::exit_code(st),
             None => 1,
         };
         if code == 0 {
@@ -431,25 +343,6 @@ pub(crate) fn parse_listing(out: &[u8]) -> Result<Vec<(String, Attr)>, FileError
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn argv_is_fixed_around_the_path() {
-        assert_eq!(
-            Reader::Cat.argv("/var/log/a b"),
-            ["cat", "--", "/var/log/a b"]
-        );
-        assert_eq!(Reader::From(0).argv("/x"), ["cat", "--", "/x"]);
-        assert_eq!(
-            Reader::From(10).argv("/x"),
-            ["tail", "-c", "+11", "--", "/x"]
-        );
-        assert_eq!(
-            Reader::Stat { follow: true }.argv("/x"),
-            ["stat", "-L", "-c", STAT_FORMAT, "--", "/x"]
-        );
-        assert_eq!(Reader::Realpath.argv("/x"), ["realpath", "-e", "--", "/x"]);
-        assert_eq!(Reader::List.argv("/x")[..2], ["find", "/x"]);
-    }
 
     #[test]
     fn stat_output() {

@@ -7,15 +7,15 @@
 //! file is reported as `\x01message\n`, which the client prints, and the copy goes on.
 
 use bytes::BytesMut;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::FileError;
 use super::access::Files;
 use super::reader::Kind;
 use super::tree;
-use crate::admin::label;
-use crate::server::Ctx;
+use crate::audit::Event;
+use crate::ids::CommandId;
+use crate::session::Ctx;
 
 /// Bytes copied per write.
 const CHUNK: usize = 256 * 1024;
@@ -33,22 +33,20 @@ enum Step {
 /// Answers `scp -f PATHS` (a download with `scp -O`); the exit status.
 pub(crate) async fn source(
     ctx: &Ctx<'_>,
-    cid: &str,
+    cid: &CommandId,
     paths: &[String],
     preserve: bool,
     recursive: bool,
     mut read: russh::ChannelReadHalf,
 ) -> u32 {
-    let mut ev = ctx.base_event(cid);
-    ev["via"] = json!("scp");
-    ev["paths"] = json!(paths);
-    if let Err(e) = ctx.gw.audit.record("scp.start", ev.clone()) {
+    let mut ev = Event {
+        via: Some("scp".into()),
+        paths: Some(paths.to_vec()),
+        ..ctx.event(cid)
+    };
+    if let Err(e) = ctx.gw.audit_first("scp.start", &ev) {
         let mut out = ctx.out();
-        let _ = out
-            .write_all(
-                format!("\x02jitsh: refused: the audit log cannot be written ({e})\n").as_bytes(),
-            )
-            .await;
+        let _ = out.write_all(format!("\x02jitsh: {e}\n").as_bytes()).await;
         return 1;
     }
     let mut files = match Files::new(ctx, "scp", cid) {
@@ -87,20 +85,22 @@ pub(crate) async fn source(
         }
     }
     let _ = out.flush().await;
-    ev["files"] = json!(files.opened);
-    ev["bytes"] = json!(bytes);
-    ev["errors"] = json!(errors);
-    ctx.gw.record("scp.end", ev);
+    ev.files = Some(files.opened);
+    ev.bytes = Some(bytes);
+    ev.error_count = Some(errors);
+    ctx.gw.record("scp.end", &ev);
     if fatal || errors > 0 { 1 } else { 0 }
 }
 
 /// Refuses `scp -t` (an upload) in the protocol, so the client prints the reason.
-pub(crate) async fn refuse_sink(ctx: &Ctx<'_>, cid: &str) -> u32 {
-    let mut ev = ctx.base_event(cid);
-    ev["via"] = json!("scp");
-    ev["op"] = json!("upload");
-    ev["reasons"] = json!(["the gateway's file tree is read-only"]);
-    ctx.gw.record("file.denied", ev);
+pub(crate) async fn refuse_sink(ctx: &Ctx<'_>, cid: &CommandId) -> u32 {
+    let ev = Event {
+        via: Some("scp".into()),
+        op: Some("upload".into()),
+        reasons: Some(vec!["the gateway's file tree is read-only".into()]),
+        ..ctx.event(cid)
+    };
+    ctx.gw.record("file.denied", &ev);
     let mut out = ctx.out();
     let _ = out
         .write_all(
@@ -164,12 +164,7 @@ where
         f.close(ctx, Some("the client refused the file".into()));
         return Err(Step::Failed);
     }
-    let sent_bytes = ctx
-        .gw
-        .metrics
-        .bytes
-        .get_or_create(&label("direction", "out"))
-        .clone();
+    let sent_bytes = ctx.bytes("out");
     let mut sent = 0u64;
     let mut trouble: Option<String> = None;
     while sent < size {

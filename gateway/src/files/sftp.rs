@@ -14,15 +14,15 @@ use russh_sftp::protocol::{
     Attrs, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
     StatusCode, Version,
 };
-use serde_json::json;
 use tokio::io::{AsyncReadExt, BufReader};
 
 use super::FileError;
 use super::access::{Files, OpenFile};
 use super::reader::{Attr, Kind};
 use super::tree;
-use crate::admin::label;
-use crate::server::{Ctx, new_id, say};
+use crate::audit::Event;
+use crate::ids::CommandId;
+use crate::session::{Ctx, say};
 
 /// Largest read served (what OpenSSH's sftp-server advertises: 256 KiB less 1 KiB).
 const MAX_READ: u32 = 256 * 1024 - 1024;
@@ -71,15 +71,13 @@ enum Reply {
 
 /// Serves the subsystem until the client closes the channel; the exit status.
 pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u32 {
-    let cid = new_id();
-    let mut ev = ctx.base_event(&cid);
-    ev["via"] = json!("sftp");
-    if let Err(e) = ctx.gw.audit.record("sftp.start", ev.clone()) {
-        say(
-            ctx.write,
-            &format!("refused: the audit log cannot be written ({e})"),
-        )
-        .await;
+    let cid = CommandId::new();
+    let mut ev = Event {
+        via: Some("sftp".into()),
+        ..ctx.event(&cid)
+    };
+    if let Err(e) = ctx.gw.audit_first("sftp.start", &ev) {
+        say(ctx.write, &e.to_string()).await;
         return 1;
     }
     let files = match Files::new(ctx, "sftp", &cid) {
@@ -97,12 +95,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
         said: HashSet::new(),
     };
     let mut input = BufReader::with_capacity(256 * 1024, read.make_reader());
-    let sent = ctx
-        .gw
-        .metrics
-        .bytes
-        .get_or_create(&label("direction", "out"))
-        .clone();
+    let sent = ctx.bytes("out");
     let end = loop {
         let len = match input.read_u32().await {
             Ok(n) => n,
@@ -149,12 +142,10 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
             );
         }
     }
-    ev["files"] = json!(s.files.opened);
-    ev["bytes"] = json!(s.bytes);
-    if let Some(msg) = end {
-        ev["error"] = json!(msg);
-    }
-    ctx.gw.record("sftp.end", ev);
+    ev.files = Some(s.files.opened);
+    ev.bytes = Some(s.bytes);
+    ev.error = end;
+    ctx.gw.record("sftp.end", &ev);
     0
 }
 

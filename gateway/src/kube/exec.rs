@@ -1,0 +1,268 @@
+//! pods/exec and pods/attach as the user: a decided command's stages joined by the gateway, a
+//! break-glass shell, and attach to the container's main process.
+
+use futures::SinkExt;
+use jitsh_broker_policy::{AttachPermit, BreakGlassPermit, ExecPermit, Target};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::AttachParams;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::{Impersonated, KubeError, exit_code};
+
+/// How a command is connected: the terminal (if any), its resizes, and the three streams.
+pub struct Streams<I, O, E> {
+    /// The terminal the client asked for.
+    pub tty: Option<Tty>,
+    /// Terminal size changes.
+    pub resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    /// Standard input.
+    pub stdin: I,
+    /// Standard output.
+    pub stdout: O,
+    /// Standard error.
+    pub stderr: E,
+}
+
+/// Copies with 256 KiB reads (tokio's `copy` reads 8 KiB at a time, which becomes 8 KiB SSH
+/// packets and twice the client's CPU for bulk output).
+async fn copy_large<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, r);
+    tokio::io::copy_buf(&mut reader, w).await
+}
+
+/// Sends the initial terminal size, then forwards each resize until either side closes.
+async fn forward_resizes(
+    size: Tty,
+    mut rx: tokio::sync::mpsc::Receiver<Tty>,
+    mut tx: futures::channel::mpsc::Sender<kube::api::TerminalSize>,
+) -> tokio::task::JoinHandle<()> {
+    let ts = |t: Tty| kube::api::TerminalSize {
+        width: t.cols,
+        height: t.rows,
+    };
+    let _ = tx.send(ts(size)).await;
+    tokio::spawn(async move {
+        while let Some(t) = rx.recv().await {
+            if tx.send(ts(t)).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Terminal request of the SSH channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Tty {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+}
+
+/// Runs each stage the permit decided as one exec on the permit's container, joined by the
+/// gateway; returns the last stage's exit status.
+pub async fn run<I, O, E>(
+    k: &Impersonated,
+    permit: &ExecPermit,
+    io: Streams<I, O, E>,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    run_stages(k, permit.stages(), permit.target(), io).await
+}
+
+/// The shell a break-glass session runs (argv, never user text).
+pub const BREAK_GLASS_SHELL: &str = "/bin/sh";
+
+/// Runs a break-glass shell ([`BREAK_GLASS_SHELL`], not user text) under a break-glass permit.
+pub async fn run_break_glass<I, O, E>(
+    k: &Impersonated,
+    permit: &BreakGlassPermit,
+    io: Streams<I, O, E>,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    let shell = [vec![BREAK_GLASS_SHELL.to_owned()]];
+    run_stages(k, &shell, permit.target(), io).await
+}
+
+/// Attaches to the permit's container's main process (pods/attach) as the client's user.
+pub async fn attach<I, O, E>(
+    k: &Impersonated,
+    permit: &AttachPermit,
+    io: Streams<I, O, E>,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    let target = permit.target();
+    let Streams {
+        tty,
+        resize,
+        mut stdin,
+        mut stdout,
+        mut stderr,
+    } = io;
+    let api = k.api::<Pod>(&target.namespace);
+    // The main process's terminal and stdin exist only when its spec asks for them; attach
+    // follows the spec so it works on ordinary containers (output only).
+    let pod = api.get(&target.pod).await?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == target.container));
+    let with_stdin = spec.and_then(|c| c.stdin).unwrap_or(false);
+    let with_tty = tty.is_some() && spec.and_then(|c| c.tty).unwrap_or(false);
+    let ap = AttachParams {
+        container: Some(target.container.clone()),
+        stdin: with_stdin,
+        stdout: true,
+        stderr: !with_tty,
+        tty: with_tty,
+        max_stdin_buf_size: Some(256 * 1024),
+        max_stdout_buf_size: Some(256 * 1024),
+        max_stderr_buf_size: Some(256 * 1024),
+    };
+    let mut p = api.attach(&target.pod, &ap).await?;
+    let mut tasks = Vec::new();
+    if let Some(mut w) = p.stdin() {
+        tasks.push(tokio::spawn(async move {
+            let _ = copy_large(&mut stdin, &mut w).await;
+            let _ = w.shutdown().await;
+        }));
+    }
+    if let (Some(size), Some(rx), Some(tx)) = (tty, resize, p.terminal_size()) {
+        tasks.push(forward_resizes(size, rx, tx).await);
+    }
+    let err_task = p.stderr().map(|mut e| {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut e, &mut stderr).await;
+            let _ = stderr.flush().await;
+        })
+    });
+    if let Some(mut out) = p.stdout() {
+        let _ = copy_large(&mut out, &mut stdout).await;
+    }
+    let _ = stdout.flush().await;
+    if let Some(t) = err_task {
+        let _ = t.await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let status = p.take_status();
+    let code = match status {
+        Some(s) => s.await.map_or(0, |st| exit_code(&st)),
+        None => 0,
+    };
+    let _ = p.join().await;
+    Ok(code)
+}
+
+async fn run_stages<I, O, E>(
+    k: &Impersonated,
+    stages: &[Vec<String>],
+    target: &Target,
+    io: Streams<I, O, E>,
+) -> Result<u32, KubeError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+    E: AsyncWrite + Unpin + Send + 'static,
+{
+    let Streams {
+        tty,
+        resize,
+        stdin,
+        mut stdout,
+        mut stderr,
+    } = io;
+    let api = k.api::<Pod>(&target.namespace);
+    let mut procs = Vec::with_capacity(stages.len());
+    for argv in stages {
+        let ap = AttachParams {
+            container: Some(target.container.clone()),
+            stdin: true,
+            stdout: true,
+            stderr: tty.is_none(),
+            tty: tty.is_some() && stages.len() == 1,
+            max_stdin_buf_size: Some(256 * 1024),
+            max_stdout_buf_size: Some(256 * 1024),
+            max_stderr_buf_size: Some(256 * 1024),
+        };
+        let p = api.exec(&target.pod, argv.clone(), &ap).await?;
+        procs.push(p);
+    }
+    let mut tasks = Vec::new();
+    // stdin → first stage
+    let mut stdin = stdin;
+    if let Some(mut w) = procs.first_mut().and_then(|p| p.stdin()) {
+        tasks.push(tokio::spawn(async move {
+            let _ = copy_large(&mut stdin, &mut w).await;
+            let _ = w.shutdown().await;
+        }));
+    }
+    if let (Some(size), Some(rx)) = (tty, resize)
+        && let Some(tx) = procs.first_mut().and_then(|p| p.terminal_size())
+    {
+        tasks.push(forward_resizes(size, rx, tx).await);
+    }
+    // stage i stdout → stage i+1 stdin
+    for i in 0..procs.len().saturating_sub(1) {
+        let r = procs[i].stdout();
+        let w = procs[i + 1].stdin();
+        if let (Some(mut r), Some(mut w)) = (r, w) {
+            tasks.push(tokio::spawn(async move {
+                let _ = copy_large(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            }));
+        }
+    }
+    let mut errs = Vec::new();
+    for p in procs.iter_mut() {
+        if let Some(e) = p.stderr() {
+            errs.push(e);
+        }
+    }
+    let err_task = tokio::spawn(async move {
+        for mut e in errs {
+            let _ = tokio::io::copy(&mut e, &mut stderr).await;
+        }
+        let _ = stderr.flush().await;
+    });
+    let last = procs
+        .last_mut()
+        .ok_or(KubeError::MissingStream("command"))?;
+    let status = last.take_status();
+    if let Some(mut out) = last.stdout() {
+        let _ = copy_large(&mut out, &mut stdout).await;
+    }
+    let _ = stdout.flush().await;
+    let code = match status {
+        Some(s) => match s.await {
+            Some(st) => exit_code(&st),
+            None => 1,
+        },
+        None => 1,
+    };
+    let _ = err_task.await;
+    for t in tasks {
+        t.abort();
+    }
+    for p in procs {
+        let _ = p.join().await;
+    }
+    Ok(code)
+}

@@ -1,0 +1,214 @@
+//! One command line, the same for `ssh gw TARGET -- CMD` and for each line of the filtered
+//! prompt: parse → resolve the target as the user → decide → audit (fail closed) → run with the
+//! permit held on the session clock → the exit event.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jitsh_broker_policy::{CommandLine, Decision};
+use russh::ChannelMsg;
+use tokio::io::AsyncWriteExt;
+
+use super::Ctx;
+use crate::admin::label;
+use crate::audit::Event;
+use crate::ids::CommandId;
+use crate::intent::TargetSpec;
+use crate::kube::exec::{Streams, Tty};
+use crate::kube::{Impersonated, Resolved};
+use crate::recording::{Recorded, Recorder};
+
+/// How a decided command is connected.
+pub(crate) struct Io<I> {
+    pub(crate) tty: Option<Tty>,
+    pub(crate) resize: Option<tokio::sync::mpsc::Receiver<Tty>>,
+    pub(crate) stdin: I,
+    pub(crate) rec: Option<Arc<Recorder>>,
+}
+
+/// Parses a command line; a refused syntax is denied (and audited) before anything reaches
+/// Kubernetes. `Err` carries the status to exit with.
+pub(crate) async fn parse(
+    ctx: &Ctx<'_>,
+    mut ev: Event,
+    line: &str,
+    place: &str,
+    rec: Option<&Arc<Recorder>>,
+) -> Result<(CommandLine, Event), u32> {
+    match jitsh_broker_policy::parse_command_line(line) {
+        Ok(cl) => {
+            let stages: Vec<Vec<String>> = cl
+                .stages()
+                .iter()
+                .map(|s| ctx.gw.redactor().redact(s))
+                .collect();
+            ev.argv = stages.first().cloned();
+            if stages.len() > 1 {
+                ev.stages = Some(stages);
+            }
+            Ok((cl, ev))
+        }
+        Err(e) => {
+            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            ev.line = Some(ctx.gw.redactor().redact(&words).join(" "));
+            if let Some(r) = rec {
+                let _ = r.event("m", &format!("refused: {e}"));
+            }
+            let d = Decision::refused_syntax(&e);
+            Err(ctx.deny("command.denied", ev, &d, place).await)
+        }
+    }
+}
+
+/// `ssh gw TARGET -- CMD`: parses, resolves the pod as the user, and runs the line with the
+/// channel's input as its stdin.
+pub(crate) async fn one_shot(
+    ctx: &Ctx<'_>,
+    cid: &CommandId,
+    target: &TargetSpec,
+    line: &str,
+    tty: Option<Tty>,
+    resize: tokio::sync::mpsc::Receiver<Tty>,
+    mut read: russh::ChannelReadHalf,
+) -> u32 {
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| ctx.gw.settings().default_namespace.clone());
+    let ev = Event {
+        namespace: Some(namespace.clone()),
+        pod: Some(target.pod.clone()),
+        ..ctx.event(cid)
+    };
+    let place = format!("{namespace}/{}", target.pod);
+    let (parsed, ev) = match parse(ctx, ev, line, &place, None).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    // The pod is looked up as the user (a get): the policy's targets depend on its labels and
+    // default container.
+    let (k, resolved) = match ctx.resolve(cid, target).await {
+        Ok(x) => x,
+        Err(e) => {
+            ctx.say(&e.to_string()).await;
+            return 1;
+        }
+    };
+    let (stdin_r, mut stdin_w) = tokio::io::duplex(256 * 1024);
+    let clock = ctx.clock.clone();
+    let bytes_in = ctx.bytes("in");
+    let pump = tokio::spawn(async move {
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    clock.touch();
+                    bytes_in.inc_by(data.len() as u64);
+                    if stdin_w.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::Eof => break,
+                _ => {}
+            }
+        }
+        let _ = stdin_w.shutdown().await;
+    });
+    let io = Io {
+        tty,
+        resize: Some(resize),
+        stdin: stdin_r,
+        rec: None,
+    };
+    let code = decided(ctx, &k, &resolved, &parsed, ev, io).await;
+    pump.abort();
+    code
+}
+
+/// Decides a parsed line on a resolved target, audits, runs it, audits the exit.
+pub(crate) async fn decided<I>(
+    ctx: &Ctx<'_>,
+    k: &Impersonated,
+    resolved: &Resolved,
+    parsed: &CommandLine,
+    ev: Event,
+    io: Io<I>,
+) -> u32
+where
+    I: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let gw = ctx.gw;
+    let tgt = resolved.policy_target();
+    let mut ev = Event {
+        namespace: Some(resolved.namespace.clone()),
+        pod: Some(resolved.pod.clone()),
+        container: Some(resolved.container.clone()),
+        ..ev
+    };
+    let decision = gw.policy().permit_exec(&ctx.subject(), &tgt, parsed);
+    let marker = |what: &str| {
+        if let Some(r) = &io.rec {
+            let argv: Vec<String> = parsed
+                .stages()
+                .iter()
+                .map(|s| gw.redactor().redact(s).join(" "))
+                .collect();
+            let _ = r.event("m", &format!("{what}: {}", argv.join(" | ")));
+        }
+    };
+    let place = format!("{}/{}", resolved.namespace, resolved.pod);
+    let permit = match decision {
+        Ok(p) => p,
+        Err(d) => {
+            marker("denied");
+            return ctx.deny("command.denied", ev, &d, &place).await;
+        }
+    };
+    ev.rule = Some(permit.rule().to_owned());
+    if let Err(e) = gw.audit_first("command.allowed", &ev) {
+        gw.metrics()
+            .commands
+            .get_or_create(&label("decision", "refused"))
+            .inc();
+        ctx.say(&e.to_string()).await;
+        return 1;
+    }
+    tracing::info!(rule = permit.rule(), "command allowed");
+    marker("allowed");
+    gw.metrics()
+        .commands
+        .get_or_create(&label("decision", "allow"))
+        .inc();
+    ctx.clock
+        .tighten(permit.limits().max_session, permit.limits().idle_timeout);
+    let _hold = ctx.clock.hold(&permit);
+    let started = Instant::now();
+    let streams = Streams {
+        tty: io.tty,
+        resize: io.resize,
+        stdin: io.stdin,
+        stdout: Recorded {
+            inner: ctx.out(),
+            rec: io.rec.clone(),
+        },
+        stderr: Recorded {
+            inner: ctx.err(),
+            rec: io.rec.clone(),
+        },
+    };
+    let res = crate::kube::exec::run(k, &permit, streams).await;
+    gw.metrics()
+        .exec_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let code = match res {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.say(&e.to_string()).await;
+            ev.error = Some(e.to_string());
+            1
+        }
+    };
+    ev.exit = Some(code);
+    ev.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    gw.record("command.exit", &ev);
+    code
+}
