@@ -1,27 +1,24 @@
 //! jitsh-gateway: the SSH daemon, Kubernetes streams, audit and the `jitsh` CLI.
 //!
-//! The modules follow a request (see `docs/architecture.md`): [`ssh`] (transport and a handler
+//! The modules follow a request (see `docs/architecture.md`): `ssh` (transport and a handler
 //! that only translates) → `session` (one lifecycle; the words, the command line, the prompt,
 //! attach, break-glass) → [`kube`] (every API call, as the user, with the permit for its mode).
 //! Shared pieces live below their users: `gateway` (state), `limits`, `ids`, `audit`,
 //! `recording`, `intent`.
 
-pub mod admin;
-pub mod audit;
+mod admin;
+mod audit;
 pub mod cli;
 pub mod config;
-pub mod daemon;
-#[cfg(feature = "dev")]
-pub mod dev;
 mod files;
-pub mod gateway;
+mod gateway;
 mod ids;
-pub mod intent;
+mod intent;
 pub mod issuer;
 pub mod kube;
 mod limits;
 mod lineedit;
 mod recording;
 mod session;
-pub mod ssh;
-pub mod telemetry;
+mod ssh;
+mod telemetry;

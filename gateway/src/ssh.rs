@@ -3,6 +3,7 @@
 //! shutdown drain. Each connection gets a [`handler::Conn`] that only translates russh's
 //! callbacks; [`dispatch`] starts the sessions.
 
+mod auth;
 mod dispatch;
 mod handler;
 
@@ -153,7 +154,7 @@ pub async fn serve(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if let (false, Some(user)) = (authed.load(Ordering::Relaxed), plain) {
-                handler::auth_failed(&gw, peer.ip(), "plain_key");
+                auth::auth_failed(&gw, peer.ip(), "plain_key");
                 tracing::info!(user, "plain key refused: a certificate is required");
                 let ev = Event {
                     session: Some(session_id),

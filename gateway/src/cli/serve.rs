@@ -1,5 +1,9 @@
 //! `jitsh serve`: run the gateway.
 
+pub mod daemon;
+#[cfg(feature = "dev")]
+pub mod dev;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +45,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let res = match &args.config {
         Some(path) => rt.block_on(async {
-            let prepared = crate::daemon::prepare_from_config(path).await?;
+            let prepared = daemon::prepare_from_config(path).await?;
             eprintln!(
                 "jitsh gateway listening on {}",
                 prepared.listener.local_addr()?
@@ -49,10 +53,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             if let Some(admin) = &prepared.admin {
                 eprintln!("jitsh admin listening on {}", admin.local_addr()?);
             }
-            crate::daemon::run(prepared).await
+            daemon::run(prepared).await
         }),
         #[cfg(feature = "dev")]
-        None => rt.block_on(crate::dev::run(&args.dev_dir, args.listen)),
+        None => rt.block_on(dev::run(&args.dev_dir, args.listen)),
         #[cfg(not(feature = "dev"))]
         None => Err(anyhow::anyhow!(
             "serve --dev needs the `dev` feature (its in-process Kubernetes double); this build \

@@ -2,31 +2,19 @@
 //! verifier once; each channel request goes to [`super::dispatch`], which runs the session.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use jitsh_certs::{Presented, VerifiedIdentity};
+use jitsh_certs::VerifiedIdentity;
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId};
 
 use super::dispatch::{self, Conn as ConnInfo};
-use crate::admin::label;
-use crate::audit::Event;
 use crate::gateway::Gateway;
 use crate::ids::SessionId;
 use crate::kube::exec::Tty;
-
-/// Counts an authentication failure (metrics and the per-address window).
-pub(super) fn auth_failed(gw: &Gateway, ip: IpAddr, code: &str) {
-    gw.metrics()
-        .auth_failures
-        .get_or_create(&label("reason", code))
-        .inc();
-    gw.limiter().auth_failed(ip);
-}
 
 /// One connection's russh handler.
 pub(super) struct Conn {
@@ -107,47 +95,20 @@ impl russh::server::Handler for Conn {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        let presented = Presented {
+        match super::auth::certificate(
+            &self.gw,
+            self.peer,
+            &self.session_id,
+            &self.span,
+            user,
             certificate,
-            username: user,
-            peer: Some(self.peer.ip()),
-            proven_key: certificate.public_key(),
-            now: SystemTime::now(),
-        };
-        let ev = Event {
-            session: Some(self.session_id.clone()),
-            user: Some(user.to_owned()),
-            source: Some(self.peer.to_string()),
-            ..Event::default()
-        };
-        match self.gw.verifier().verify(&presented) {
-            Ok(id) => {
-                self.span.record("user", id.username());
-                tracing::info!(parent: &self.span, identity = id.identity(), "certificate accepted");
-                // A failure here is reported when a command is attempted (fail closed then).
-                let ev = Event {
-                    identity: Some(id.identity().to_owned()),
-                    groups: Some(id.groups().to_vec()),
-                    serial: Some(id.serial()),
-                    key_id: Some(id.key_id().to_owned()),
-                    ..ev
-                };
-                self.gw.record("auth.accepted", &ev);
+        ) {
+            Some(id) => {
                 self.identity = Some(Arc::new(id));
                 self.authed.store(true, Ordering::Relaxed);
                 Ok(Auth::Accept)
             }
-            Err(r) => {
-                tracing::info!(parent: &self.span, user, code = r.code(), "certificate rejected: {r}");
-                auth_failed(&self.gw, self.peer.ip(), r.code());
-                let ev = Event {
-                    reason: Some(r.to_string()),
-                    code: Some(r.code().to_owned()),
-                    ..ev
-                };
-                self.gw.record("auth.rejected", &ev);
-                Ok(Auth::reject())
-            }
+            None => Ok(Auth::reject()),
         }
     }
 

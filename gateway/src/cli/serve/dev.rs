@@ -12,14 +12,14 @@ use jitsh_certs::{
 };
 use russh::keys::ssh_key::{Algorithm, LineEnding, PrivateKey};
 
+use super::daemon::{Prepared, Watched};
 use crate::audit::{AuditLog, Redactor};
 use crate::config::LimitsConfig;
-use crate::daemon::{Prepared, Watched};
 use crate::gateway::{Gateway, Settings};
 use crate::kube::KubeAccess;
 
 /// The demo policy.
-pub const DEMO_POLICY: &str = include_str!("../../deploy/policy/demo.yaml");
+pub const DEMO_POLICY: &str = include_str!("../../../../deploy/policy/demo.yaml");
 
 /// Runs the development gateway until the process is stopped.
 pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
@@ -133,7 +133,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         },
         Redactor::default(),
     ));
-    let admin = crate::daemon::bind(SocketAddr::new(listen.ip(), 0), "admin").await?;
+    let admin = super::daemon::bind(SocketAddr::new(listen.ip(), 0), "admin").await?;
     let admin_addr = admin.local_addr()?;
     let prepared = Prepared {
         gateway,
@@ -174,7 +174,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     );
     println!("  jitsh audit verify {}", dir.join("audit.jsonl").display());
     println!("jitsh dev gateway ready");
-    let served = crate::daemon::run(prepared).await;
+    let served = super::daemon::run(prepared).await;
     sim.shutdown().await;
     served
 }
