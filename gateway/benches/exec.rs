@@ -17,6 +17,10 @@
 //! shared machine spreads over all of them. The result is a Markdown table on stdout; figures are
 //! recorded in `docs/benchmarks.md`. `EXEC_BENCH_QUICK=1` (or running it without `--bench`, as
 //! `cargo test --benches` does) runs each measurement a few times only, to check the harness.
+#![allow(
+    clippy::indexing_slicing,
+    reason = "benchmark harness: an index out of range is a harness bug, reported by the panic"
+)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

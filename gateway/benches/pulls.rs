@@ -7,7 +7,13 @@
 //!
 //! Needs `/usr/sbin/sshd` (Debian's openssh-server) and root (sshd on a high port, logging in as
 //! root with a throw-away key).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -18,7 +18,6 @@ use axum::routing::post;
 use jitsh_certs::ssh_key::{PrivateKey, PublicKey};
 use jitsh_certs::{OidcConfig, UserCertOptions};
 use serde::Deserialize;
-use serde_json::json;
 
 use jwks::{JwksCache, JwksLocation};
 
@@ -197,25 +196,49 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfi
     Ok(Arc::new(config))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/certificates`: what `jitsh login` sends.
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct IssueRequest {
-    public_key: String,
-    #[serde(default, with = "humantime_serde")]
-    ttl: Option<Duration>,
-    #[serde(default)]
-    break_glass: Option<BreakGlassRequest>,
+pub(crate) struct IssueRequest {
+    pub(crate) public_key: String,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) ttl: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) break_glass: Option<BreakGlassRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The break-glass part of a request.
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct BreakGlassRequest {
-    incident: String,
-    reason: String,
+pub(crate) struct BreakGlassRequest {
+    pub(crate) incident: String,
+    pub(crate) reason: String,
+}
+
+/// The issuer's answer: a certificate, or an error code with its detail.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+pub(crate) struct IssueReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) valid_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) detail: Option<String>,
 }
 
 fn error(code: StatusCode, error: &str, detail: impl Into<String>) -> Response {
-    (code, Json(json!({"error": error, "detail": detail.into()}))).into_response()
+    let reply = IssueReply {
+        error: Some(error.to_owned()),
+        detail: Some(detail.into()),
+        ..IssueReply::default()
+    };
+    (code, Json(reply)).into_response()
 }
 
 async fn issue(
@@ -318,7 +341,11 @@ async fn issue(
     );
     (
         StatusCode::OK,
-        Json(json!({"certificate": text, "valid_before": valid_before})),
+        Json(IssueReply {
+            certificate: Some(text),
+            valid_before: Some(valid_before),
+            ..IssueReply::default()
+        }),
     )
         .into_response()
 }

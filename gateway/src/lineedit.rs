@@ -154,10 +154,11 @@ impl Editor {
             }
             0x17 => {
                 let mut start = self.cursor;
-                while start > 0 && self.line[start - 1] == ' ' {
+                let before = |i: usize| i.checked_sub(1).and_then(|j| self.line.get(j)).copied();
+                while before(start) == Some(' ') {
                     start -= 1;
                 }
-                while start > 0 && self.line[start - 1] != ' ' {
+                while before(start).is_some_and(|c| c != ' ') {
                     start -= 1;
                 }
                 self.line.drain(start..self.cursor);
@@ -226,7 +227,11 @@ impl Editor {
         };
         self.browsing = next;
         self.line = match next {
-            Some(i) => self.history[i].chars().collect(),
+            Some(i) => self
+                .history
+                .get(i)
+                .map(|h| h.chars().collect())
+                .unwrap_or_default(),
             None => std::mem::take(&mut self.draft),
         };
         self.cursor = self.line.len();
@@ -246,7 +251,13 @@ impl Editor {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 mod tests {
     use super::*;
 

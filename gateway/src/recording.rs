@@ -149,7 +149,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let (Poll::Ready(Ok(n)), Some(rec)) = (&r, &self.rec)
-            && let Err(e) = rec.output(&buf[..*n])
+            && let Err(e) = rec.output(buf.get(..*n).unwrap_or_default())
         {
             return Poll::Ready(Err(std::io::Error::other(e.to_string())));
         }
@@ -164,7 +164,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 mod tests {
     use super::*;
 

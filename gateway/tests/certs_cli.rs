@@ -1,5 +1,11 @@
 //! `jitsh ca init|sign|sign-host|verify`, driven through the built binary and the real ssh-keygen.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::path::Path;
 use std::process::{Command, Output};

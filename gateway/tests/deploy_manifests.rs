@@ -3,7 +3,13 @@
 //! and the settings the gateway's security rests on hold: impersonation-only RBAC for the
 //! gateway, `get` + `create` on the streaming subresources for users, a locked-down pod, and
 //! volumes that back every path `config.yaml` names.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,12 @@
 //! The issuer over HTTPS with a test OIDC provider on loopback, `jitsh login`, and the JWKS
 //! cache's refetch-once and rotation behaviour.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,13 @@
 //! `maxSessionsPerUser`), and a policy edit that removes a grant ends the running `logs -f` and
 //! port-forward it allowed, with the reason — on `serve --config` with kube-sim and the real
 //! `ssh`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,13 @@
 //! one must end with its exit status, and the audit log must hold one `command.exit` for each
 //! command that was allowed. A count, not a time: a command that never ends is killed by
 //! `timeout` and counted as lost.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 mod common;
 

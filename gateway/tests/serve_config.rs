@@ -3,7 +3,13 @@
 //! `ssh-keygen` and driven by the real `ssh`: invalid configurations, TTY and resize, the
 //! policy's session maximum, idle timeout, session limits, policy and revocation hot reload,
 //! the admin endpoints, and SIGTERM.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};

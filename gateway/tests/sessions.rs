@@ -1,15 +1,21 @@
 //! End-to-end: interactive sessions against `jitsh serve --dev` with the real `ssh` — the filtered
 //! prompt under a real terminal (tmux), line mode, break-glass with a webhook receiver, attach,
 //! recordings, and "nothing reaches a pod without a decision".
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::{eventually, jsonl, ssh, start_dev as start, text};
+use common::{eventually, eventually_showing, jsonl, ssh, start_dev as start, text};
 
 /// Every exec kube-sim recorded has a `command.allowed` (or break-glass start) event with the
 /// same id in the gateway's audit log: nothing reaches a pod without a decision.
@@ -99,18 +105,11 @@ impl Tmux {
         text(&o.stdout)
     }
     fn wait_for(&self, what: &str) {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.contains(what) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "never saw {what:?}; screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually_showing(
+            &format!("the screen shows {what:?}"),
+            || self.screen().contains(what),
+            || self.screen(),
+        );
     }
 }
 
@@ -141,18 +140,14 @@ fn filtered_prompt_under_a_terminal() {
     let line = |keys: &[&str], expect: &str| {
         let before = t.screen().matches(prompt).count();
         t.keys(keys);
-        let start = Instant::now();
-        loop {
-            let screen = t.screen();
-            if screen.matches(prompt).count() > before && screen.contains(expect) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "no prompt after {keys:?} with {expect:?}; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually_showing(
+            &format!("a new prompt after {keys:?} with {expect:?}"),
+            || {
+                let screen = t.screen();
+                screen.matches(prompt).count() > before && screen.contains(expect)
+            },
+            || t.screen(),
+        );
     };
     let runs = |program: &str, event: &str| {
         jsonl(&d.join("audit.jsonl"))
@@ -178,7 +173,7 @@ fn filtered_prompt_under_a_terminal() {
     eventually("the sleep started", || {
         runs("sleep", "command.allowed") == 1
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Ctrl-C reaches the command through its terminal, in order, whenever its exec starts.
     line(&["C-c"], "sleep 300");
     assert_eq!(runs("sleep", "command.exit"), 1);
     line(&["wc -l /var/log/app.log", "Enter"], "/var/log/app.log");

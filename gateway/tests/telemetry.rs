@@ -1,6 +1,12 @@
 //! The gateway's own log: no escape codes when stderr is a file, and with `--log-format json`
 //! every line is a JSON object; lines emitted inside a session carry its id.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

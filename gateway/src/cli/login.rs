@@ -1,6 +1,7 @@
 //! `jitsh login` (exchange an OIDC ID token for a short-lived SSH certificate) and
 //! `jitsh issuer` (run the issuer on its own).
 
+use crate::issuer::{BreakGlassRequest, IssueReply, IssueRequest};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -164,16 +165,17 @@ fn login(args: LoginArgs) -> anyhow::Result<String> {
         http = http.tls_certs_only(certs);
     }
     let http = http.build().context("building the HTTPS client")?;
-    let mut body = serde_json::json!({"public_key": key.public_key().to_openssh()?});
-    if let Some(ttl) = args.ttl {
-        body["ttl"] = humantime::format_duration(ttl).to_string().into();
-    }
-    if let Some(incident) = &args.break_glass {
-        body["break_glass"] = serde_json::json!({"incident": incident, "reason": args.reason.clone().unwrap_or_default()});
-    }
+    let body = IssueRequest {
+        public_key: key.public_key().to_openssh()?,
+        ttl: args.ttl,
+        break_glass: args.break_glass.as_ref().map(|incident| BreakGlassRequest {
+            incident: incident.clone(),
+            reason: args.reason.clone().unwrap_or_default(),
+        }),
+    };
     let url = format!("{}/v1/certificates", args.issuer.trim_end_matches('/'));
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let (status, reply): (reqwest::StatusCode, serde_json::Value) = rt.block_on(async {
+    let (status, reply): (reqwest::StatusCode, IssueReply) = rt.block_on(async {
         let resp = http
             .post(&url)
             .bearer_auth(&token)
@@ -189,12 +191,13 @@ fn login(args: LoginArgs) -> anyhow::Result<String> {
         bail!(
             "the issuer refused ({}): {}: {}",
             status.as_u16(),
-            reply["error"].as_str().unwrap_or("error"),
-            reply["detail"].as_str().unwrap_or("")
+            reply.error.as_deref().unwrap_or("error"),
+            reply.detail.as_deref().unwrap_or("")
         );
     }
-    let text = reply["certificate"]
-        .as_str()
+    let text = reply
+        .certificate
+        .as_deref()
         .context("the issuer's answer has no certificate")?;
     let cert =
         Certificate::from_openssh(text).context("the issuer returned an invalid certificate")?;
@@ -215,6 +218,6 @@ fn login(args: LoginArgs) -> anyhow::Result<String> {
         cert.key_id(),
         cert.valid_principals().join(","),
         if groups.is_empty() { "-" } else { &groups },
-        reply["valid_before"].as_str().unwrap_or("?")
+        reply.valid_before.as_deref().unwrap_or("?")
     ))
 }

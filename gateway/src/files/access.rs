@@ -673,7 +673,8 @@ impl OpenFile {
                 Some(Source::Log(s)) => {
                     let at = out.len();
                     out.resize(at + left.min(64 * 1024), 0);
-                    let r = futures::AsyncReadExt::read(s, &mut out[at..]).await;
+                    let tail = out.get_mut(at..).unwrap_or_default();
+                    let r = futures::AsyncReadExt::read(s, tail).await;
                     out.truncate(at + r.as_ref().map_or(0, |n| *n));
                     r
                 }

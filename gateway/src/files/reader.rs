@@ -74,7 +74,7 @@ pub(crate) async fn spawn(
                 break;
             }
             let room = STDERR_KEPT.saturating_sub(kept.len());
-            kept.extend_from_slice(&buf[..n.min(room)]);
+            kept.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
         }
         kept
     });
@@ -138,7 +138,7 @@ impl Proc {
                     self.program
                 )));
             }
-            out.extend_from_slice(&buf[..n]);
+            out.extend_from_slice(buf.get(..n).unwrap_or_default());
         }
         self.finish().await?;
         Ok(out)
@@ -340,7 +340,13 @@ pub(crate) fn parse_listing(out: &[u8]) -> Result<Vec<(String, Attr)>, FileError
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 mod tests {
     use super::*;
 

@@ -240,7 +240,13 @@ async fn ack<R: AsyncRead + Unpin>(input: &mut R) -> Result<bool, Step> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 mod tests {
     use super::*;
 

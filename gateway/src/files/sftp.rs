@@ -155,10 +155,19 @@ fn encode(reply: Reply) -> Result<Bytes, String> {
         Reply::Data { id, mut data } => {
             let n = u32::try_from(data.len().saturating_sub(DATA_HEADER)).unwrap_or(u32::MAX);
             if let Some(head) = data.get_mut(..DATA_HEADER) {
-                head[..4].copy_from_slice(&(9 + n).to_be_bytes());
-                head[4] = SSH_FXP_DATA;
-                head[5..9].copy_from_slice(&id.to_be_bytes());
-                head[9..13].copy_from_slice(&n.to_be_bytes());
+                // length, type, request id, data length: 4 + 1 + 4 + 4 = DATA_HEADER bytes.
+                let mut framed = [0u8; DATA_HEADER];
+                for (slot, byte) in framed.iter_mut().zip(
+                    (9 + n)
+                        .to_be_bytes()
+                        .into_iter()
+                        .chain([SSH_FXP_DATA])
+                        .chain(id.to_be_bytes())
+                        .chain(n.to_be_bytes()),
+                ) {
+                    *slot = byte;
+                }
+                head.copy_from_slice(&framed);
             }
             Ok(data.freeze())
         }
@@ -302,7 +311,7 @@ impl Session<'_> {
                     return pk(status(r.id, StatusCode::Eof, "End of directory"));
                 }
                 let end = (*next + NAMES_PER_READDIR).min(entries.len());
-                let files = entries[*next..end].to_vec();
+                let files = entries.get(*next..end).unwrap_or_default().to_vec();
                 *next = end;
                 pk(Packet::Name(Name { id: r.id, files }))
             }
@@ -445,7 +454,13 @@ fn longname(name: &str, a: &Attr) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 mod tests {
     use super::*;
 

@@ -121,10 +121,13 @@ pub(crate) fn parse(path: &str) -> Result<Node, TreeError> {
         }
     };
     let loc = |p: &[&str]| -> Result<Loc, TreeError> {
+        let [ns, pod, container, ..] = p else {
+            return Err(not_found());
+        };
         Ok(Loc {
-            namespace: name(p[0])?,
-            pod: name(p[1])?,
-            container: name(p[2])?,
+            namespace: name(ns)?,
+            pod: name(pod)?,
+            container: name(container)?,
         })
     };
     Ok(match parts.as_slice() {
@@ -187,9 +190,12 @@ pub(crate) fn glob_children<S: AsRef<str>>(globs: &[S], dir: &str) -> Option<BTr
     let mut any = false;
     for g in globs {
         let lit = literal_prefix(g.as_ref());
-        if lit.len() > dir.len() && lit[..dir.len()] == dir[..] {
+        if let Some(next) = lit
+            .strip_prefix(dir.as_slice())
+            .and_then(|rest| rest.first())
+        {
             any = true;
-            out.insert(lit[dir.len()].to_owned());
+            out.insert((*next).to_owned());
         }
     }
     any.then_some(out)
@@ -205,7 +211,13 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 mod tests {
     use super::*;
 

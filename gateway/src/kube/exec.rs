@@ -220,9 +220,10 @@ where
         tasks.push(forward_resizes(size, rx, tx).await);
     }
     // stage i stdout → stage i+1 stdin
-    for i in 0..procs.len().saturating_sub(1) {
-        let r = procs[i].stdout();
-        let w = procs[i + 1].stdin();
+    let mut rest = procs.as_mut_slice();
+    while let [this, next, ..] = rest {
+        let (r, w) = (this.stdout(), next.stdin());
+        rest = rest.get_mut(1..).unwrap_or_default();
         if let (Some(mut r), Some(mut w)) = (r, w) {
             tasks.push(tokio::spawn(async move {
                 let _ = copy_large(&mut r, &mut w).await;

@@ -1,6 +1,13 @@
 //! `jitsh serve --config` against kube-sim in the test process: keys and certificates from the
 //! real `ssh-keygen`, a configuration on ephemeral ports, the real `ssh`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

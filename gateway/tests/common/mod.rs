@@ -1,6 +1,13 @@
 //! What the gateway's end-to-end tests share: starting `jitsh serve --dev`, driving the real
 //! `ssh`, waiting for state, reading JSON-lines logs.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
 
 pub mod config;
 
@@ -88,15 +95,21 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Waits (up to a minute: these machines are slow; this is not a timing assertion) for `cond`.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+/// Waits (up to 90 s: these machines are slow; this is not a timing assertion) for `cond`.
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_showing(what, cond, String::new);
+}
+
+/// [`eventually`], and on failure shows what `show` returns (a screen, a log).
+pub fn eventually_showing(what: &str, mut cond: impl FnMut() -> bool, show: impl Fn() -> String) {
     let start = Instant::now();
     while !cond() {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never happened: {what}"
+            start.elapsed() < Duration::from_secs(90),
+            "never happened: {what}\n{}",
+            show()
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
