@@ -199,6 +199,34 @@ impl Ctx<'_> {
         }
     }
 
+    /// A command's streams: `stdin`, and the channel's stdout and stderr — counted, marking
+    /// activity, and copied into the recording when there is one.
+    pub(crate) fn streams<I>(
+        &self,
+        tty: Option<crate::kube::exec::Tty>,
+        resize: Option<tokio::sync::mpsc::Receiver<crate::kube::exec::Tty>>,
+        stdin: I,
+        rec: Option<&Arc<crate::recording::Recorder>>,
+    ) -> crate::kube::exec::Streams<
+        I,
+        impl AsyncWrite + Unpin + Send + 'static,
+        impl AsyncWrite + Unpin + Send + 'static,
+    > {
+        crate::kube::exec::Streams {
+            tty,
+            resize,
+            stdin,
+            stdout: crate::recording::Recorded {
+                inner: self.out(),
+                rec: rec.cloned(),
+            },
+            stderr: crate::recording::Recorded {
+                inner: self.err(),
+                rec: rec.cloned(),
+            },
+        }
+    }
+
     /// Stdout for a command: counted, marking activity.
     pub(crate) fn out(&self) -> Counted<impl AsyncWrite + Unpin + Send + 'static> {
         self.counted(self.write.make_writer())

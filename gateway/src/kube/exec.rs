@@ -9,6 +9,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::{Impersonated, KubeError, exit_code};
 
+/// What a command's stdin is read from.
+pub trait Input: AsyncRead + Unpin + Send + 'static {}
+impl<T: AsyncRead + Unpin + Send + 'static> Input for T {}
+
+/// Where a command's stdout or stderr goes.
+pub trait Output: AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncWrite + Unpin + Send + 'static> Output for T {}
+
 /// How a command is connected: the terminal (if any), its resizes, and the three streams.
 pub struct Streams<I, O, E> {
     /// The terminal the client asked for.
@@ -65,16 +73,11 @@ pub struct Tty {
 
 /// Runs each stage the permit decided as one exec on the permit's container, joined by the
 /// gateway; returns the last stage's exit status.
-pub async fn run<I, O, E>(
+pub async fn run<I: Input, O: Output, E: Output>(
     k: &Impersonated,
     permit: &ExecPermit,
     io: Streams<I, O, E>,
-) -> Result<u32, KubeError>
-where
-    I: AsyncRead + Unpin + Send + 'static,
-    O: AsyncWrite + Unpin + Send + 'static,
-    E: AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<u32, KubeError> {
     run_stages(k, permit.stages(), permit.target(), io).await
 }
 
@@ -82,31 +85,21 @@ where
 pub const BREAK_GLASS_SHELL: &str = "/bin/sh";
 
 /// Runs a break-glass shell ([`BREAK_GLASS_SHELL`], not user text) under a break-glass permit.
-pub async fn run_break_glass<I, O, E>(
+pub async fn run_break_glass<I: Input, O: Output, E: Output>(
     k: &Impersonated,
     permit: &BreakGlassPermit,
     io: Streams<I, O, E>,
-) -> Result<u32, KubeError>
-where
-    I: AsyncRead + Unpin + Send + 'static,
-    O: AsyncWrite + Unpin + Send + 'static,
-    E: AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<u32, KubeError> {
     let shell = [vec![BREAK_GLASS_SHELL.to_owned()]];
     run_stages(k, &shell, permit.target(), io).await
 }
 
 /// Attaches to the permit's container's main process (pods/attach) as the client's user.
-pub async fn attach<I, O, E>(
+pub async fn attach<I: Input, O: Output, E: Output>(
     k: &Impersonated,
     permit: &AttachPermit,
     io: Streams<I, O, E>,
-) -> Result<u32, KubeError>
-where
-    I: AsyncRead + Unpin + Send + 'static,
-    O: AsyncWrite + Unpin + Send + 'static,
-    E: AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<u32, KubeError> {
     let target = permit.target();
     let Streams {
         tty,
@@ -171,17 +164,12 @@ where
     Ok(code)
 }
 
-async fn run_stages<I, O, E>(
+async fn run_stages<I: Input, O: Output, E: Output>(
     k: &Impersonated,
     stages: &[Vec<String>],
     target: &Target,
     io: Streams<I, O, E>,
-) -> Result<u32, KubeError>
-where
-    I: AsyncRead + Unpin + Send + 'static,
-    O: AsyncWrite + Unpin + Send + 'static,
-    E: AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<u32, KubeError> {
     let Streams {
         tty,
         resize,

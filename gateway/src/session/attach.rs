@@ -9,8 +9,7 @@ use super::Ctx;
 use super::terminal::{conclude, open, open_recording, pump_stdin};
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
-use crate::kube::exec::{Streams, Tty};
-use crate::recording::Recorded;
+use crate::kube::exec::Tty;
 
 /// `attach TARGET`: pods/attach as the user, recorded.
 pub(crate) async fn attach(
@@ -43,19 +42,7 @@ pub(crate) async fn attach(
         .tighten(permit.limits().max_session, permit.limits().idle_timeout);
     let started = Instant::now();
     let (stdin_r, pump) = pump_stdin(ctx, read, rec.clone());
-    let streams = Streams {
-        tty,
-        resize: Some(resize),
-        stdin: stdin_r,
-        stdout: Recorded {
-            inner: ctx.out(),
-            rec: rec.clone(),
-        },
-        stderr: Recorded {
-            inner: ctx.err(),
-            rec: rec.clone(),
-        },
-    };
+    let streams = ctx.streams(tty, Some(resize), stdin_r, rec.as_ref());
     let res = crate::kube::exec::attach(&opened.k, permit, streams).await;
     pump.abort();
     conclude(ctx, res, rec.as_ref(), None, ev, started, "attach.end").await

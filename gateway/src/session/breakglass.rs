@@ -12,8 +12,7 @@ use crate::admin::label;
 use crate::audit::Event;
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
-use crate::kube::exec::{Streams, Tty};
-use crate::recording::Recorded;
+use crate::kube::exec::Tty;
 
 /// What the user gave for break-glass.
 #[derive(Debug, Clone, Copy)]
@@ -116,19 +115,7 @@ pub(crate) async fn break_glass(
     }
     let started = Instant::now();
     let (stdin_r, pump) = pump_stdin(ctx, read, rec.clone());
-    let streams = Streams {
-        tty,
-        resize: Some(resize),
-        stdin: stdin_r,
-        stdout: Recorded {
-            inner: ctx.out(),
-            rec: rec.clone(),
-        },
-        stderr: Recorded {
-            inner: ctx.err(),
-            rec: rec.clone(),
-        },
-    };
+    let streams = ctx.streams(tty, Some(resize), stdin_r, rec.as_ref());
     let res = crate::kube::exec::run_break_glass(&opened.k, permit, streams).await;
     pump.abort();
     conclude(

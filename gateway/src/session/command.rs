@@ -14,9 +14,9 @@ use crate::admin::label;
 use crate::audit::Event;
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
-use crate::kube::exec::{Streams, Tty};
+use crate::kube::exec::Tty;
 use crate::kube::{Impersonated, Resolved};
-use crate::recording::{Recorded, Recorder};
+use crate::recording::Recorder;
 
 /// How a decided command is connected.
 pub(crate) struct Io<I> {
@@ -182,19 +182,7 @@ where
         .tighten(permit.limits().max_session, permit.limits().idle_timeout);
     let _hold = ctx.clock.hold(&permit);
     let started = Instant::now();
-    let streams = Streams {
-        tty: io.tty,
-        resize: io.resize,
-        stdin: io.stdin,
-        stdout: Recorded {
-            inner: ctx.out(),
-            rec: io.rec.clone(),
-        },
-        stderr: Recorded {
-            inner: ctx.err(),
-            rec: io.rec.clone(),
-        },
-    };
+    let streams = ctx.streams(io.tty, io.resize, io.stdin, io.rec.as_ref());
     let res = crate::kube::exec::run(k, &permit, streams).await;
     gw.metrics()
         .exec_seconds

@@ -76,54 +76,49 @@ pub(super) fn exec(
     };
     let span = conn.span.clone();
     tokio::spawn(
-        async move {
-            let (read, write) = ch.split();
-            let code = match Live::open(&conn.gw, &conn.id) {
-                Err(msg) => {
-                    session::say(&write, &msg).await;
-                    1
-                }
-                Ok(live) => {
-                    let ctx = conn.ctx(&live, &write, "exec");
-                    ctx.until_end(async {
-                        match &text {
-                            Ok(t) => route(&ctx, t, tty, resize, read).await,
-                            Err(at) => {
-                                ctx.say(&format!(
-                                    "refused: the command line is not UTF-8 (byte {at})"
-                                ))
-                                .await;
-                                2
-                            }
-                        }
-                    })
-                    .await
-                }
-            };
-            session::close(&write, code).await;
-        }
+        session(conn, ch, "exec", async move |ctx, read| match &text {
+            Ok(t) => route(ctx, t, tty, resize, read).await,
+            Err(at) => {
+                ctx.say(&format!(
+                    "refused: the command line is not UTF-8 (byte {at})"
+                ))
+                .await;
+                2
+            }
+        })
         .instrument(span),
     );
+}
+
+/// One session on a channel: a slot (or the one line saying why not), the work raced against
+/// the session's clock, then exit-status, EOF and close — whatever the client's stdin is doing.
+async fn session(
+    conn: Conn,
+    ch: Channel<Msg>,
+    via: &'static str,
+    work: impl AsyncFnOnce(&Ctx<'_>, russh::ChannelReadHalf) -> u32,
+) {
+    let (read, write) = ch.split();
+    let code = match Live::open(&conn.gw, &conn.id) {
+        Err(msg) => {
+            session::say(&write, &msg).await;
+            1
+        }
+        Ok(live) => {
+            let ctx = conn.ctx(&live, &write, via);
+            ctx.until_end(work(&ctx, read)).await
+        }
+    };
+    session::close(&write, code).await;
 }
 
 /// The `sftp` subsystem: the read-only file tree, as one session.
 pub(super) fn sftp(conn: Conn, ch: Channel<Msg>) {
     let span = conn.span.clone();
     tokio::spawn(
-        async move {
-            let (read, write) = ch.split();
-            let code = match Live::open(&conn.gw, &conn.id) {
-                Err(msg) => {
-                    session::say(&write, &msg).await;
-                    1
-                }
-                Ok(live) => {
-                    let ctx = conn.ctx(&live, &write, "sftp");
-                    ctx.until_end(crate::files::sftp_session(&ctx, read)).await
-                }
-            };
-            session::close(&write, code).await;
-        }
+        session(conn, ch, "sftp", async |ctx, read| {
+            crate::files::sftp_session(ctx, read).await
+        })
         .instrument(span),
     );
 }
