@@ -12,7 +12,7 @@ pub mod portforward;
 mod reader;
 pub mod scp;
 pub mod sftp;
-mod tree;
+pub(crate) mod tree;
 
 use crate::audit::Event;
 use crate::ids::CommandId;

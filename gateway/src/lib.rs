@@ -11,6 +11,8 @@ mod audit;
 pub mod cli;
 pub mod config;
 mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gateway;
 mod ids;
 mod intent;

@@ -21,7 +21,7 @@ use crate::session::Ctx;
 const CHUNK: usize = 256 * 1024;
 
 /// How sending one file went wrong.
-enum Step {
+pub(crate) enum Step {
     /// Tell the client (`\x01...`) and go on with the next file.
     Warn(String),
     /// Already reported (by either side): go on with the next file.
@@ -219,7 +219,7 @@ where
 
 /// Reads the sink's answer: `\0` → `true`; `\x01message\n` (a warning) → `false`; `\x02...` or
 /// the end of the channel → fatal.
-async fn ack<R: AsyncRead + Unpin>(input: &mut R) -> Result<bool, Step> {
+pub(crate) async fn ack<R: AsyncRead + Unpin>(input: &mut R) -> Result<bool, Step> {
     let b = input.read_u8().await.map_err(|_| Step::Fatal)?;
     match b {
         0 => Ok(true),

@@ -1,0 +1,6 @@
+#![no_main]
+//! Fuzz target: the gateway's parser of the scp protocol's acknowledgements returns for any input (see
+//! `gateway/src/fuzzing.rs`).
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| jitsh_gateway::fuzzing::scp_acks(data));
