@@ -17,7 +17,8 @@ use std::time::Duration;
 
 mod common;
 use common::config::{
-    JITSH, audit_events, env, http_get, keygen, metric, p, ssh, ssh_cmd, start, write_config,
+    Env, Gw, JITSH, audit_events, env, http_get, keygen, metric, p, ssh, ssh_cmd, start,
+    write_config,
 };
 use common::{eventually, text};
 
@@ -123,13 +124,24 @@ fn invalid_configurations_are_refused_before_binding() {
     assert!(err.contains("hostKey:") && err.contains("policy:"), "{err}");
 }
 
-#[test]
-fn configured_gateway_end_to_end() {
+/// A configured gateway on kube-sim; the gateway is stopped before kube-sim.
+struct Running {
+    gw: Gw,
+    e: Env,
+}
+
+fn running() -> Running {
     let e = env(POLICY);
-    let d = &e.dir;
-    let config = write_config(d, "");
-    let gw = start(d, &config);
-    let (ssh_port, admin) = (gw.ssh_port, gw.admin);
+    let config = write_config(&e.dir, "");
+    let gw = start(&e.dir, &config);
+    Running { gw, e }
+}
+
+#[test]
+fn admin_endpoints_metrics_and_a_command() {
+    let r = running();
+    let d = &r.e.dir;
+    let admin = r.gw.admin;
 
     // admin endpoints
     assert_eq!(http_get(admin, "/healthz").0, 200);
@@ -146,6 +158,12 @@ fn configured_gateway_end_to_end() {
     assert!(metric(admin, "jitsh_commands_total{decision=\"deny\"}") >= 1.0);
     assert!(metric(admin, "jitsh_bytes_total{direction=\"out\"}") > 0.0);
     assert!(metric(admin, "jitsh_exec_duration_seconds_count") >= 1.0);
+}
+
+#[test]
+fn a_terminal_and_its_resize_reach_the_command() {
+    let r = running();
+    let d = &r.e.dir;
 
     // TTY: the command gets a terminal, and a resize from the client reaches it
     let session = format!("jitsh-test-{}", std::process::id());
@@ -192,6 +210,12 @@ fn configured_gateway_end_to_end() {
             .contains(" 120")
     });
     tmux(&["kill-server"]);
+}
+
+#[test]
+fn session_maximum_and_idle_timeout_end_sessions_with_the_reason() {
+    let r = running();
+    let d = &r.e.dir;
 
     // the policy's maximum session length ends carol's sleep with the reason
     let o = ssh(d, "carol", "payments/api-0 -- sleep 60");
@@ -209,6 +233,13 @@ fn configured_gateway_end_to_end() {
         "{}",
         text(&o.stderr)
     );
+}
+
+#[test]
+fn the_per_user_session_limit_refuses_a_third() {
+    let r = running();
+    let d = &r.e.dir;
+    let admin = r.gw.admin;
 
     // per-user session limit (2): the third concurrent session is refused with the reason
     let mut running: Vec<Child> = (0..2)
@@ -233,6 +264,13 @@ fn configured_gateway_end_to_end() {
     for c in running.iter_mut() {
         assert!(c.wait().unwrap().success());
     }
+}
+
+#[test]
+fn policy_hot_reload_keeps_the_last_good_policy() {
+    let r = running();
+    let d = &r.e.dir;
+    let admin = r.gw.admin;
 
     // policy hot reload: ps aux becomes allowed; a broken file keeps the last good policy
     std::fs::write(
@@ -250,7 +288,7 @@ fn configured_gateway_end_to_end() {
             .any(|e| e["event"] == "policy.reload" && e["result"] == "error")
     });
     assert!(
-        gw.stderr
+        r.gw.stderr
             .lock()
             .unwrap()
             .contains("keeping the last good policy")
@@ -265,6 +303,13 @@ fn configured_gateway_end_to_end() {
             "jitsh_reloads_total{file=\"policy\",result=\"error\"}"
         ) >= 1.0
     );
+}
+
+#[test]
+fn revocation_ends_running_sessions_and_refuses_new_ones() {
+    let r = running();
+    let d = &r.e.dir;
+    let admin = r.gw.admin;
 
     // revocation reload: alice's certificate by key id — a running session ends, new ones fail
     let mut long = ssh_cmd(d, "alice", "payments/api-0 -- sleep 30")
@@ -297,13 +342,21 @@ fn configured_gateway_end_to_end() {
         ) >= 1.0,
         "{}\n{}",
         http_get(admin, "/metrics").1,
-        gw.stderr.lock().unwrap()
+        r.gw.stderr.lock().unwrap()
     );
     assert_eq!(ssh(d, "bob", "whoami").status.code(), Some(0));
     std::fs::write(d.join("revoked"), "").unwrap();
     eventually("alice is accepted again", || {
         ssh(d, "alice", "whoami").status.code() == Some(0)
     });
+}
+
+#[test]
+fn sigterm_drains_running_commands_and_exits_zero() {
+    let mut r = running();
+    let d = &r.e.dir;
+    let admin = r.gw.admin;
+    let ssh_port = r.gw.ssh_port;
 
     // SIGTERM: stop accepting, let alice's running command finish, exit 0
     let mut bob = ssh_cmd(d, "alice", "payments/api-0 -- sleep 3")
@@ -314,17 +367,16 @@ fn configured_gateway_end_to_end() {
     eventually("alice's session is running", || {
         metric(admin, "jitsh_active_sessions") >= 1.0
     });
-    let mut gw = gw;
     assert!(
         Command::new("kill")
-            .args(["-TERM", &gw.child.id().to_string()])
+            .args(["-TERM", &r.gw.child.id().to_string()])
             .status()
             .unwrap()
             .success()
     );
     let b = bob.wait().unwrap();
     assert!(b.success(), "the running command was cut");
-    let st = gw.child.wait().unwrap();
+    let st = r.gw.child.wait().unwrap();
     assert_eq!(st.code(), Some(0));
     assert!(std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_err());
     let ev = audit_events(d);
