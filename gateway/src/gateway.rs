@@ -10,11 +10,11 @@ use jitsh_broker_policy::Policy;
 use jitsh_certs::{RevocationList, Verifier, VerifierConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Metrics;
 use crate::audit::{AuditError, AuditLog, Event, Redactor};
 use crate::config::LimitsConfig;
 use crate::kube::KubeAccess;
 use crate::limits::Limiter;
+use crate::telemetry::Metrics;
 
 /// Settings that do not change while the gateway runs.
 #[derive(Debug, Clone)]

@@ -23,13 +23,13 @@ use prometheus_client::metrics::counter::Counter;
 use russh::server::Msg;
 use tokio::io::AsyncWrite;
 
-use crate::admin::label;
 use crate::audit::Event;
 use crate::gateway::Gateway;
 use crate::ids::{CommandId, SessionId};
 use crate::intent::TargetSpec;
 use crate::kube::{Impersonated, KubeError, Resolved};
 use crate::limits::SessionSlot;
+use crate::telemetry::{Direction, Outcome};
 pub(crate) use deadline::{Clock, EndReason, Hold};
 
 /// Exit status of a command the policy denied.
@@ -241,17 +241,13 @@ impl Ctx<'_> {
         Counted {
             inner,
             clock: self.clock.clone(),
-            bytes: self.bytes("out"),
+            bytes: self.bytes(Direction::Out),
         }
     }
 
-    /// The byte counter for a direction (`in`, `out`).
-    pub(crate) fn bytes(&self, direction: &'static str) -> Counter {
-        self.gw
-            .metrics()
-            .bytes
-            .get_or_create(&label("direction", direction))
-            .clone()
+    /// The byte counter for a direction.
+    pub(crate) fn bytes(&self, direction: Direction) -> Counter {
+        self.gw.metrics().bytes(direction)
     }
 
     /// A client acting as the user for one command (its id is the `Audit-ID`).
@@ -282,11 +278,7 @@ impl Ctx<'_> {
         ev.rule = d.rule().map(str::to_owned);
         ev.reasons = Some(d.reasons().to_vec());
         self.gw.record(kind, &ev);
-        self.gw
-            .metrics()
-            .commands
-            .get_or_create(&label("decision", "deny"))
-            .inc();
+        self.gw.metrics().command(Outcome::Deny);
         tracing::info!(kind, rule = d.rule().unwrap_or("-"), "denied");
         self.say(&denial_line(d, place)).await;
         DENIED_STATUS

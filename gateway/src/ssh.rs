@@ -19,7 +19,6 @@ use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::admin::label;
 use crate::audit::Event;
 use crate::config::LimitsConfig;
 use crate::gateway::Gateway;
@@ -115,10 +114,7 @@ pub async fn serve(
         let guard = match gw.limiter().admit(peer.ip()) {
             Ok(g) => g,
             Err(refusal) => {
-                gw.metrics()
-                    .connections_refused
-                    .get_or_create(&label("reason", refusal.label()))
-                    .inc();
+                gw.metrics().refused(refusal.label());
                 tracing::info!(%peer, reason = refusal.label(), "connection refused");
                 drop(stream);
                 continue;

@@ -198,8 +198,8 @@ async fn bridge(ctx: &Ctx<'_>, mut ready: Ready, mut ssh_r: russh::ChannelReadHa
         return;
     };
     let (mut pod_r, mut pod_w) = tokio::io::split(pod);
-    let bytes_in = ctx.bytes("in");
-    let bytes_out = ctx.bytes("out");
+    let bytes_in = ctx.bytes(crate::telemetry::Direction::In);
+    let bytes_out = ctx.bytes(crate::telemetry::Direction::Out);
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
     let clock = ctx.clock;
     // Client → pod until the client closes the channel. Its EOF is not passed on: the

@@ -164,7 +164,7 @@ where
         f.close(ctx, Some("the client refused the file".into()));
         return Err(Step::Failed);
     }
-    let sent_bytes = ctx.bytes("out");
+    let sent_bytes = ctx.bytes(crate::telemetry::Direction::Out);
     let mut sent = 0u64;
     let mut trouble: Option<String> = None;
     while sent < size {

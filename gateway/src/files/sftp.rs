@@ -95,7 +95,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
         said: HashSet::new(),
     };
     let mut input = BufReader::with_capacity(256 * 1024, read.make_reader());
-    let sent = ctx.bytes("out");
+    let sent = ctx.bytes(crate::telemetry::Direction::Out);
     let end = loop {
         let len = match input.read_u32().await {
             Ok(n) => n,

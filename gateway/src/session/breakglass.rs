@@ -8,11 +8,11 @@ use tokio::sync::mpsc;
 
 use super::terminal::{conclude, open, open_recording, pump_stdin};
 use super::{Ctx, EndReason};
-use crate::admin::label;
 use crate::audit::Event;
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
 use crate::kube::exec::Tty;
+use crate::telemetry::Outcome;
 
 /// What the user gave for break-glass.
 #[derive(Debug, Clone, Copy)]
@@ -80,11 +80,7 @@ pub(crate) async fn break_glass(
         ctx.say(&e.to_string()).await;
         return 1;
     }
-    ctx.gw
-        .metrics()
-        .commands
-        .get_or_create(&label("decision", "break-glass"))
-        .inc();
+    ctx.gw.metrics().command(Outcome::BreakGlass);
     notify(ctx, cid, permit.notify(), &ev).await;
     ctx.clock
         .tighten_with(max, permit.limits().idle_timeout, EndReason::GrantExpired);

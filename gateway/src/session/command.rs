@@ -10,13 +10,13 @@ use russh::ChannelMsg;
 use tokio::io::AsyncWriteExt;
 
 use super::Ctx;
-use crate::admin::label;
 use crate::audit::Event;
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
 use crate::kube::exec::Tty;
 use crate::kube::{Impersonated, Resolved};
 use crate::recording::Recorder;
+use crate::telemetry::{Direction, Outcome};
 
 /// How a decided command is connected.
 pub(crate) struct Io<I> {
@@ -96,7 +96,7 @@ pub(crate) async fn one_shot(
     };
     let (stdin_r, mut stdin_w) = tokio::io::duplex(256 * 1024);
     let clock = ctx.clock.clone();
-    let bytes_in = ctx.bytes("in");
+    let bytes_in = ctx.bytes(Direction::In);
     let pump = tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {
@@ -165,19 +165,13 @@ where
     };
     ev.rule = Some(permit.rule().to_owned());
     if let Err(e) = gw.audit_first("command.allowed", &ev) {
-        gw.metrics()
-            .commands
-            .get_or_create(&label("decision", "refused"))
-            .inc();
+        gw.metrics().command(Outcome::Refused);
         ctx.say(&e.to_string()).await;
         return 1;
     }
     tracing::info!(rule = permit.rule(), "command allowed");
     marker("allowed");
-    gw.metrics()
-        .commands
-        .get_or_create(&label("decision", "allow"))
-        .inc();
+    gw.metrics().command(Outcome::Allow);
     ctx.clock
         .tighten(permit.limits().max_session, permit.limits().idle_timeout);
     let _hold = ctx.clock.hold(&permit);

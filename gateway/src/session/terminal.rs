@@ -30,7 +30,7 @@ pub(crate) enum Input {
 pub(crate) fn reader(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> mpsc::Receiver<Input> {
     let (tx, rx) = mpsc::channel(64);
     let clock = ctx.clock.clone();
-    let bytes_in = ctx.bytes("in");
+    let bytes_in = ctx.bytes(crate::telemetry::Direction::In);
     tokio::spawn(async move {
         while let Some(msg) = read.wait().await {
             match msg {

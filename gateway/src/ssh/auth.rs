@@ -7,17 +7,13 @@ use std::time::SystemTime;
 use jitsh_certs::{Presented, VerifiedIdentity};
 use russh::keys::Certificate;
 
-use crate::admin::label;
 use crate::audit::Event;
 use crate::gateway::Gateway;
 use crate::ids::SessionId;
 
 /// Counts an authentication failure (metrics and the per-address window).
 pub(super) fn auth_failed(gw: &Gateway, ip: IpAddr, code: &str) {
-    gw.metrics()
-        .auth_failures
-        .get_or_create(&label("reason", code))
-        .inc();
+    gw.metrics().auth_failure(code);
     gw.limiter().auth_failed(ip);
 }
 

@@ -142,13 +142,7 @@ pub async fn watch(gw: Arc<Gateway>, w: Watched) {
 }
 
 fn reloaded(gw: &Gateway, what: &str, result: &str, file: Option<String>, errors: Vec<String>) {
-    gw.metrics()
-        .reloads
-        .get_or_create(&vec![
-            ("file".to_owned(), what.to_owned()),
-            ("result".to_owned(), result.to_owned()),
-        ])
-        .inc();
+    gw.metrics().reload(what, result);
     let ev = Event {
         file,
         file_kind: Some(what.to_owned()),
