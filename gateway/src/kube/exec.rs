@@ -71,6 +71,16 @@ pub struct Tty {
     pub rows: u16,
 }
 
+impl Tty {
+    /// A size from the SSH request's 32-bit fields (clamped).
+    pub fn clamped(cols: u32, rows: u32) -> Tty {
+        Tty {
+            cols: u16::try_from(cols).unwrap_or(u16::MAX),
+            rows: u16::try_from(rows).unwrap_or(u16::MAX),
+        }
+    }
+}
+
 /// Runs each stage the permit decided as one exec on the permit's container, joined by the
 /// gateway; returns the last stage's exit status.
 pub async fn run<I: Input, O: Output, E: Output>(

@@ -27,8 +27,7 @@ pub(super) struct Conn {
     session_id: SessionId,
     authed: Arc<AtomicBool>,
     plain_key_user: Arc<Mutex<Option<String>>>,
-    /// The connection's span: russh runs this handler in its own task, so lines and sessions
-    /// are tied to the connection explicitly.
+    /// The connection's span (russh runs the handler in a task of its own).
     span: tracing::Span,
 }
 
@@ -63,13 +62,6 @@ impl Conn {
             peer: self.peer,
             span: self.span.clone(),
         }
-    }
-}
-
-fn tty(cols: u32, rows: u32) -> Tty {
-    Tty {
-        cols: u16::try_from(cols).unwrap_or(u16::MAX),
-        rows: u16::try_from(rows).unwrap_or(u16::MAX),
     }
 }
 
@@ -134,7 +126,8 @@ impl russh::server::Handler for Conn {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.ptys.insert(channel, tty(col_width, row_height));
+        self.ptys
+            .insert(channel, Tty::clamped(col_width, row_height));
         session.channel_success(channel)?;
         Ok(())
     }
@@ -149,8 +142,22 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(tx) = self.resize.get(&channel) {
-            let _ = tx.try_send(tty(col_width, row_height));
+            let _ = tx.try_send(Tty::clamped(col_width, row_height));
         }
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Refused out loud: with no answer the client believes X11 was accepted.
+        session.channel_failure(channel)?;
         Ok(())
     }
 
@@ -202,19 +209,18 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Only `sftp`: the read-only file tree.
-        match (name, self.identity.clone(), self.channels.remove(&channel)) {
+        let id = self.identity.clone();
+        match (name, id, self.channels.remove(&channel)) {
             ("sftp", Some(id), Some(ch)) => {
                 session.channel_success(channel)?;
                 dispatch::sftp(self.info(id), ch);
+                Ok(())
             }
             (_, _, ch) => {
-                if let Some(ch) = ch {
-                    self.channels.insert(channel, ch);
-                }
-                session.channel_failure(channel)?;
+                self.channels.extend(ch.map(|ch| (channel, ch)));
+                Ok(session.channel_failure(channel)?)
             }
         }
-        Ok(())
     }
 
     async fn channel_open_direct_tcpip(
