@@ -1,6 +1,10 @@
 //! Criterion benchmark: decisions per second on a generated 500-rule policy with a mix of
 //! allowed, denied, pipeline and syntax-refused requests (goal ≥ 1,000,000/s/core).
-#![allow(clippy::unwrap_used, missing_docs)]
+#![expect(
+    clippy::unwrap_used,
+    missing_docs,
+    reason = "benchmark harness: setup may panic on failure; criterion macros generate undocumented items"
+)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -8,7 +8,10 @@
 //! deciding all 8 (`parse`); LINE (0-7) keeps one line only. Everything decided goes through
 //! `measured`, so `--toggle-collect='*decide_callgrind::measured*'` counts exactly the decisions
 //! (dropping the decision included).
-#![allow(clippy::unwrap_used, missing_docs)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "benchmark harness: setup may panic on failure"
+)]
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -119,7 +119,8 @@ fn unusual(c: char) -> Option<String> {
 pub fn parse_command_line_bytes(bytes: &[u8]) -> Result<CommandLine, SyntaxError> {
     let line = std::str::from_utf8(bytes).map_err(|e| SyntaxError {
         construct: "non-UTF-8 byte".into(),
-        column: String::from_utf8_lossy(&bytes[..e.valid_up_to()])
+        // `valid_up_to` is at most the length; the fallback only keeps this panic-free.
+        column: String::from_utf8_lossy(bytes.get(..e.valid_up_to()).unwrap_or_default())
             .chars()
             .count()
             + 1,
@@ -132,8 +133,10 @@ pub fn parse_command_line_bytes(bytes: &[u8]) -> Result<CommandLine, SyntaxError
 /// `( )` `{ }`, `!`, unquoted globs `* ? [`, leading `NAME=value`, leading `~` and `#`,
 /// newlines and other control or invisible characters. `|` splits stages (whether a pipeline
 /// is allowed is the policy's decision).
-// The word-ending macro resets state that the final expansion leaves unread.
-#[allow(unused_assignments)]
+#[expect(
+    unused_assignments,
+    reason = "the word-ending macro resets state that its final expansion leaves unread"
+)]
 pub fn parse_command_line(line: &str) -> Result<CommandLine, SyntaxError> {
     if line.len() > MAX_LINE_BYTES {
         return err(
@@ -175,8 +178,7 @@ pub fn parse_command_line(line: &str) -> Result<CommandLine, SyntaxError> {
         };
     }
 
-    while i < chars.len() {
-        let c = chars[i];
+    while let Some(&c) = chars.get(i) {
         if let Some(what) = control(c) {
             return err(what, col(i));
         }

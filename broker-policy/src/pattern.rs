@@ -157,8 +157,8 @@ fn parse_seq(
     long: &mut Vec<String>,
 ) -> Result<Vec<Vec<Elem>>, String> {
     let mut alts = vec![Vec::new()];
-    while *pos < toks.len() {
-        let t = toks[*pos].as_str();
+    while let Some(t) = toks.get(*pos) {
+        let t = t.as_str();
         *pos += 1;
         match t {
             "[" => {
@@ -289,8 +289,9 @@ impl Pattern {
             return Some(render(seq, a.argv, &a.norm));
         }
         let args = self.split_long_options(a.argv);
-        let norm = norms(&args[1..]);
-        let seq = self.find(&args[1..], &norm)?;
+        let rest = args.get(1..).unwrap_or_default();
+        let norm = norms(rest);
+        let seq = self.find(rest, &norm)?;
         Some(render(seq, &args, &norm))
     }
 
@@ -300,7 +301,8 @@ impl Pattern {
             return self.find(a.rest(), &a.norm).is_some();
         }
         let args = self.split_long_options(a.argv);
-        self.find(&args[1..], &norms(&args[1..])).is_some()
+        let rest = args.get(1..).unwrap_or_default();
+        self.find(rest, &norms(rest)).is_some()
     }
 
     /// [`Pattern::matches_downstream`] for a stage whose program is already known to match.
@@ -315,11 +317,12 @@ impl Pattern {
             return Some(render(front, a.argv, &a.norm));
         }
         let args = self.split_long_options(a.argv);
-        let norm = norms(&args[1..]);
+        let rest = args.get(1..).unwrap_or_default();
+        let norm = norms(rest);
         let front = self
             .seqs
             .iter()
-            .find_map(|seq| front_of(seq).filter(|front| match_linear(front, &args[1..], &norm)))?;
+            .find_map(|seq| front_of(seq).filter(|front| match_linear(front, rest, &norm)))?;
         Some(render(front, &args, &norm))
     }
 
@@ -468,29 +471,27 @@ fn normalized(p: &str) -> Option<Cow<'_, str>> {
 /// Whether one linear form matches the arguments after the program (no allocation). `norm`
 /// holds each argument normalised as a path, or is empty when none is absolute.
 fn match_linear<S: AsRef<str>>(seq: &[Elem], args: &[S], norm: &[Option<Cow<'_, str>>]) -> bool {
-    let rest = matches!(seq.last(), Some(Elem::Rest));
-    let fixed = if rest { seq.len() - 1 } else { seq.len() };
-    if args.len() < fixed || (!rest && args.len() != fixed) {
+    let (fixed, rest) = match seq.split_last() {
+        Some((Elem::Rest, front)) => (front, true),
+        _ => (seq, false),
+    };
+    if args.len() < fixed.len() || (!rest && args.len() != fixed.len()) {
         return false;
     }
     // Not `zip(norm)`: `norm` is empty when no argument is absolute.
-    seq[..fixed]
-        .iter()
-        .zip(args)
-        .enumerate()
-        .all(|(i, (e, a))| {
-            let a = a.as_ref();
-            match e {
-                Elem::Literal(l) => l == a,
-                Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
-                Elem::Word => !a.is_empty() && !a.starts_with('-'),
-                Elem::Path(g) => norm
-                    .get(i)
-                    .and_then(Option::as_deref)
-                    .is_some_and(|n| g.matches_normalized(n)),
-                Elem::Rest | Elem::Optional(_) => false,
-            }
-        })
+    fixed.iter().zip(args).enumerate().all(|(i, (e, a))| {
+        let a = a.as_ref();
+        match e {
+            Elem::Literal(l) => l == a,
+            Elem::Int => !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()),
+            Elem::Word => !a.is_empty() && !a.starts_with('-'),
+            Elem::Path(g) => norm
+                .get(i)
+                .and_then(Option::as_deref)
+                .is_some_and(|n| g.matches_normalized(n)),
+            Elem::Rest | Elem::Optional(_) => false,
+        }
+    })
 }
 
 /// The argv to run for a matched form: program as given, paths normalised.

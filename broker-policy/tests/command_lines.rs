@@ -1,5 +1,10 @@
 //! The command-line corpus (tests/corpus/command_lines.tsv) and property tests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed unwrap, expect or panic is a test failure"
+)]
 
 use jitsh_broker_policy::{parse_command_line, parse_command_line_bytes, quote};
 use proptest::prelude::*;

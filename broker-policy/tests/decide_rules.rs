@@ -2,7 +2,13 @@
 //! have, and the one the fast path is built for): explicit deny wins wherever it is, the first
 //! rule that allows decides, a pattern's answer is the same in every rule, and arguments without
 //! an absolute path never satisfy a `<path:…>` or a different literal.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 use std::collections::BTreeMap;
 

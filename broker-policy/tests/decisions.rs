@@ -1,5 +1,11 @@
 //! Decisions of the demo policy (deploy/policy/demo.yaml) and policy parse errors.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,13 @@
 //! Loading a policy reports every error at once, each with its line and column: structural ones
 //! (unknown, repeated and missing keys, values of the wrong type) together with semantic ones
 //! (bad globs and patterns, unknown modes, duplicate rule names, approver groups no rule grants).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 use jitsh_broker_policy::{Policy, PolicyError};
 

@@ -135,8 +135,10 @@ fn find_key<'a>(jwks: &'a JwkSet, kid: Option<&str>) -> Result<&'a Jwk, TokenErr
         Some(k) => jwks
             .find(k)
             .ok_or_else(|| TokenError::UnknownKey(k.to_owned())),
-        None if jwks.keys.len() == 1 => Ok(&jwks.keys[0]),
-        None => Err(TokenError::UnknownKey(String::new())),
+        None => match jwks.keys.as_slice() {
+            [only] => Ok(only),
+            _ => Err(TokenError::UnknownKey(String::new())),
+        },
     }
 }
 

@@ -175,12 +175,15 @@ pub fn sign_host_certificate(
     key: &PublicKey,
     opts: &HostCertOptions,
 ) -> Result<Certificate, CertError> {
-    if opts.hostnames.is_empty() || opts.hostnames.iter().any(String::is_empty) {
-        return Err(CertError::Invalid {
-            what: "hostname",
-            reason: "at least one non-empty host name is required".into(),
-        });
-    }
+    let first_hostname = match opts.hostnames.first() {
+        Some(first) if !opts.hostnames.iter().any(String::is_empty) => first,
+        _ => {
+            return Err(CertError::Invalid {
+                what: "hostname",
+                reason: "at least one non-empty host name is required".into(),
+            });
+        }
+    };
     let (after, before) = validity(None, opts.ttl)?;
     let mut b =
         Builder::new_with_random_nonce(&mut rand::rng(), key.key_data().clone(), after, before)
@@ -191,7 +194,7 @@ pub fn sign_host_certificate(
     let key_id = opts
         .key_id
         .clone()
-        .unwrap_or_else(|| opts.hostnames[0].clone());
+        .unwrap_or_else(|| first_hostname.clone());
     b.key_id(key_id).map_err(CertError::ssh("key id"))?;
     for h in &opts.hostnames {
         b.valid_principal(h.clone())

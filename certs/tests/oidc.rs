@@ -1,5 +1,11 @@
 //! OIDC ID-token validation: every refusal with its own reason.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

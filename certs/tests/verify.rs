@@ -1,6 +1,12 @@
 //! Certificate verification: every rejection path with its distinct reason, and interop with
 //! the real `ssh-keygen` in both directions.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -431,12 +431,20 @@ fn close(typo: &str, key: &str) -> bool {
     };
     match long.len() - short.len() {
         0 => {
-            let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-            diff.len() == 1
-                || (diff.len() == 2
-                    && diff[1] == diff[0] + 1
-                    && a[diff[0]] == b[diff[1]]
-                    && a[diff[1]] == b[diff[0]])
+            // The positions where the two differ, with the characters there.
+            let diff: Vec<(usize, (&char, &char))> = a
+                .iter()
+                .zip(&b)
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .collect();
+            match diff.as_slice() {
+                // One substitution.
+                [_] => true,
+                // Two neighbours swapped.
+                [(i, (a_i, b_i)), (j, (a_j, b_j))] => *j == i + 1 && a_i == b_j && a_j == b_i,
+                _ => false,
+            }
         }
         1 => {
             let i = short
@@ -444,7 +452,8 @@ fn close(typo: &str, key: &str) -> bool {
                 .zip(long.iter())
                 .take_while(|(x, y)| x == y)
                 .count();
-            short[i..] == long[i + 1..]
+            // One insertion: after the common prefix, `long` skips one character.
+            short.iter().skip(i).eq(long.iter().skip(i + 1))
         }
         _ => false,
     }

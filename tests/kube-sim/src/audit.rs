@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
+use crate::object;
 use crate::rbac::UserInfo;
 use crate::resources::RequestInfo;
 use crate::store::now_rfc3339;
@@ -42,7 +43,7 @@ pub struct AuditRecord<'a> {
 fn user_json(u: &UserInfo) -> Value {
     let mut v = json!({"username": u.username, "groups": u.groups});
     if let Some(uid) = &u.uid {
-        v["uid"] = uid.clone().into();
+        object::set(&mut v, &["uid"], uid.clone().into());
     }
     v
 }
@@ -69,35 +70,40 @@ impl AuditLog {
             "responseStatus": {"metadata": {}, "code": r.code},
             "requestReceivedTimestamp": now, "stageTimestamp": now,
         });
-        ev["user"] = r.user.map(user_json).unwrap_or_else(
+        let user = r.user.map(user_json).unwrap_or_else(
             || json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
         );
+        object::set(&mut ev, &["user"], user);
         if let Some(imp) = r.impersonated {
-            ev["impersonatedUser"] = user_json(imp);
+            object::set(&mut ev, &["impersonatedUser"], user_json(imp));
         }
         if r.info.is_resource {
             let mut obj = json!({"resource": r.info.resource, "apiVersion": r.info.version});
             if !r.info.group.is_empty() {
-                obj["apiGroup"] = r.info.group.clone().into();
+                object::set(&mut obj, &["apiGroup"], r.info.group.clone().into());
             }
             if let Some(ns) = &r.info.namespace {
-                obj["namespace"] = ns.clone().into();
+                object::set(&mut obj, &["namespace"], ns.clone().into());
             }
             if let Some(n) = &r.info.name {
-                obj["name"] = n.clone().into();
+                object::set(&mut obj, &["name"], n.clone().into());
             }
             if let Some(s) = &r.info.subresource {
-                obj["subresource"] = s.clone().into();
+                object::set(&mut obj, &["subresource"], s.clone().into());
             }
-            ev["objectRef"] = obj;
+            object::set(&mut ev, &["objectRef"], obj);
         }
         if let Some(m) = r.message {
-            ev["responseStatus"]["message"] = m.into();
-            ev["responseStatus"]["status"] = "Failure".into();
+            object::set(&mut ev, &["responseStatus", "message"], m.into());
+            object::set(&mut ev, &["responseStatus", "status"], "Failure".into());
         }
         if let Some(d) = r.decision {
-            ev["annotations"] =
-                json!({"authorization.k8s.io/decision": if d { "allow" } else { "forbid" }});
+            let decision = if d { "allow" } else { "forbid" };
+            object::set(
+                &mut ev,
+                &["annotations"],
+                json!({"authorization.k8s.io/decision": decision}),
+            );
         }
         let mut line = ev.to_string();
         line.push('\n');

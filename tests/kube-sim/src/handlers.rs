@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::object;
 use crate::rbac::{self, Attributes, UserInfo};
 use crate::resources::{self, ResourceDef};
 use crate::runtime::{ContainerRef, LogOptions, PodRef};
@@ -90,8 +91,8 @@ async fn read_json(body: Body) -> Result<Value, ApiError> {
 }
 
 fn with_type(mut obj: Value, def: &ResourceDef) -> Value {
-    obj["apiVersion"] = def.api_version().into();
-    obj["kind"] = def.kind.into();
+    object::set(&mut obj, &["apiVersion"], def.api_version().into());
+    object::set(&mut obj, &["kind"], def.kind.into());
     obj
 }
 
@@ -110,7 +111,7 @@ fn refresh_pod(ctx: &Ctx, mut pod: Value) -> Value {
     if let Some(statuses) = ctx.sim.runtime.container_statuses(&ns, &name)
         && let Ok(v) = serde_json::to_value(statuses)
     {
-        pod["status"]["containerStatuses"] = v;
+        object::set(&mut pod, &["status", "containerStatuses"], v);
     }
     pod
 }
@@ -255,16 +256,20 @@ fn split_status(current: &Value, mut next: Value, has_status: bool, status_sub: 
     }
     if status_sub {
         let mut out = current.clone();
-        out["status"] = next.get("status").cloned().unwrap_or(Value::Null);
+        object::set(
+            &mut out,
+            &["status"],
+            next.get("status").cloned().unwrap_or(Value::Null),
+        );
         if let Some(rv) = next.pointer("/metadata/resourceVersion").cloned() {
-            out["metadata"]["resourceVersion"] = rv;
+            object::set(&mut out, &["metadata", "resourceVersion"], rv);
         } else if let Some(m) = out.pointer_mut("/metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
         out
     } else {
         match current.get("status") {
-            Some(s) => next["status"] = s.clone(),
+            Some(s) => object::set(&mut next, &["status"], s.clone()),
             None => {
                 if let Some(o) = next.as_object_mut() {
                     o.remove("status");
@@ -454,13 +459,15 @@ fn resolve_container(
                 "container {c} is not valid for pod {name}"
             )));
         }
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
+        None => match containers.as_slice() {
+            [only] => only.clone(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    containers.join(" ")
+                )));
+            }
+        },
     };
     Ok((ns, name, container))
 }
@@ -677,11 +684,12 @@ async fn access_review(ctx: Ctx, def: &'static ResourceDef) -> Result<Response, 
         ));
     };
     let allowed = rbac::authorize(&ctx.sim.store, &subject, &attrs);
-    review["status"] = if allowed {
+    let status = if allowed {
         json!({"allowed": true, "reason": "RBAC: allowed by kube-sim"})
     } else {
         json!({"allowed": false})
     };
+    object::set(&mut review, &["status"], status);
     Ok(json_response(StatusCode::CREATED, &with_type(review, def)))
 }
 

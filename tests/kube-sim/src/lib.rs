@@ -9,6 +9,7 @@ mod audit;
 mod error;
 mod fixture;
 mod handlers;
+mod object;
 mod proto;
 mod rbac;
 mod resources;

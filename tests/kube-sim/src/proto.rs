@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::object;
+
 /// The envelope magic of Kubernetes protobuf bodies.
 const MAGIC: &[u8] = b"k8s\0";
 
@@ -95,15 +97,27 @@ pub fn decode_access_review(body: &[u8]) -> Option<Value> {
     ];
     let mut spec_json = json!({});
     if let Some(ra) = field(&spec, 1) {
-        spec_json["resourceAttributes"] = string_fields(ra, &resource)?;
+        object::set(
+            &mut spec_json,
+            &["resourceAttributes"],
+            string_fields(ra, &resource)?,
+        );
     }
     if let Some(nra) = field(&spec, 2) {
-        spec_json["nonResourceAttributes"] = string_fields(nra, &[(1, "path"), (2, "verb")])?;
+        object::set(
+            &mut spec_json,
+            &["nonResourceAttributes"],
+            string_fields(nra, &[(1, "path"), (2, "verb")])?,
+        );
     }
     // SubjectAccessReviewSpec: user (3), groups (4, repeated).
     if type_meta.get("kind").and_then(Value::as_str) == Some("SubjectAccessReview") {
         if let Some(u) = field(&spec, 3) {
-            spec_json["user"] = String::from_utf8(u.to_vec()).ok()?.into();
+            object::set(
+                &mut spec_json,
+                &["user"],
+                String::from_utf8(u.to_vec()).ok()?.into(),
+            );
         }
         let groups: Option<Vec<Value>> = spec
             .iter()
@@ -114,17 +128,21 @@ pub fn decode_access_review(body: &[u8]) -> Option<Value> {
                     .map(Value::from)
             })
             .collect();
-        spec_json["groups"] = Value::Array(groups?);
+        object::set(&mut spec_json, &["groups"], Value::Array(groups?));
     }
     let mut v = type_meta;
-    v["metadata"] = json!({});
-    v["spec"] = spec_json;
+    object::set(&mut v, &["metadata"], json!({}));
+    object::set(&mut v, &["spec"], spec_json);
     Some(v)
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "tests: a failed unwrap or out-of-range index is a test failure"
+    )]
     use super::*;
 
     fn ld(n: u64, b: &[u8]) -> Vec<u8> {

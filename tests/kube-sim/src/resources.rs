@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::object;
 use crate::status::ApiError;
 
 /// A served resource type.
@@ -296,8 +297,8 @@ fn group_json(group: &str) -> Value {
 pub fn api_group(group: &str) -> Option<Value> {
     groups().contains(&group).then(|| {
         let mut v = group_json(group);
-        v["kind"] = "APIGroup".into();
-        v["apiVersion"] = "v1".into();
+        object::set(&mut v, &["kind"], "APIGroup".into());
+        object::set(&mut v, &["apiVersion"], "v1".into());
         v
     })
 }
@@ -343,7 +344,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "tests: a failed unwrap is a test failure"
+    )]
     use super::*;
 
     #[test]

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::AuditLog;
 use crate::error::SimError;
 use crate::fixture::{Fixture, FixtureUser, GATEWAY_USER};
+use crate::object;
 use crate::rbac::UserInfo;
 use crate::resources::RESOURCES;
 use crate::runtime::{Runtime, RuntimeOptions, SandboxMode};
@@ -250,11 +251,11 @@ async fn start_pods(store: &Store, runtime: &Runtime) -> Result<(), SimError> {
         });
         let _ = store.update("pods", &ns, &name, |cur| {
             let mut next = cur.clone();
-            next["status"] = status.clone();
+            object::set(&mut next, &["status"], status.clone());
             if let Some(m) = next.pointer_mut("/metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            next["spec"]["nodeName"] = "kube-sim".into();
+            object::set(&mut next, &["spec", "nodeName"], "kube-sim".into());
             Ok(next)
         });
     }

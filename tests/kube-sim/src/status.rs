@@ -4,6 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::object;
+
 /// An API error that renders as a `metav1.Status` body.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -105,7 +107,7 @@ impl ApiError {
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
         });
         if let Some(d) = &self.details {
-            v["details"] = d.clone();
+            object::set(&mut v, &["details"], d.clone());
         }
         v
     }

@@ -401,7 +401,10 @@ impl FieldSelector {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "tests: a failed unwrap is a test failure"
+    )]
     use super::*;
     use serde_json::json;
 

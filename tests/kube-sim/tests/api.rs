@@ -1,6 +1,12 @@
 //! The kube-sim API server: kubectl and kube-rs against RBAC, impersonation, discovery,
 //! access reviews, the AccessRequest store, the audit log and malformed requests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 mod runtime_support;
 

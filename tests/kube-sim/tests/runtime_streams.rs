@@ -1,6 +1,12 @@
 //! The WebSocket stream protocols driven by kube-rs through the real kube-sim API server, as the
 //! gateway ServiceAccount impersonating alice.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 mod runtime_support;
 

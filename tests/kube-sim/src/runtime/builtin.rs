@@ -243,7 +243,10 @@ fn log_line(out: &Output, name: &str, n: u64) {
             "ERROR {name}: upstream timeout talking to ledger (request {n})"
         ));
     } else {
-        let endpoint = ENDPOINTS[(n as usize) % ENDPOINTS.len()];
+        let endpoint = ENDPOINTS
+            .get((n as usize) % ENDPOINTS.len())
+            .copied()
+            .unwrap_or_default();
         out.line(&format!(
             "INFO {name}: handled GET {endpoint} in {}ms (request {n})",
             3 + n % 17
@@ -288,6 +291,13 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// The part of `chunk` that a `read` returning `n` filled (`Read` promises `n <= chunk.len()`).
+fn filled(chunk: &[u8], n: usize) -> io::Result<&[u8]> {
+    chunk
+        .get(..n)
+        .ok_or_else(|| io::Error::other("read reported more bytes than its buffer holds"))
+}
+
 /// Answers one HTTP/1.x request (keep-alive supported) with a small text body.
 fn answer(mut conn: TcpStream, out: &Output, name: &str) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -307,10 +317,11 @@ fn answer(mut conn: TcpStream, out: &Output, name: &str) -> io::Result<()> {
             if n == 0 {
                 return Ok(());
             }
-            buf.extend_from_slice(&chunk[..n]);
+            buf.extend_from_slice(filled(&chunk, n)?);
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
+        // `head_end` is within `buf`: it was found there.
+        let head: Vec<u8> = buf.drain(..head_end).collect();
+        let head = String::from_utf8_lossy(&head).into_owned();
         let request_line = head.lines().next().unwrap_or_default().to_owned();
         let mut parts = request_line.split_whitespace();
         let method = parts.next().unwrap_or("GET").to_owned();
@@ -339,7 +350,7 @@ fn answer(mut conn: TcpStream, out: &Output, name: &str) -> io::Result<()> {
             if n == 0 {
                 return Ok(());
             }
-            buf.extend_from_slice(&chunk[..n]);
+            buf.extend_from_slice(filled(&chunk, n)?);
         }
         out.line(&format!("INFO {name}: http {method} {path}"));
         let body = format!("kube-sim {name} on {}: {method} {path}\n", hostname());

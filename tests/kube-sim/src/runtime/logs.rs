@@ -81,10 +81,19 @@ impl LogWriter {
         let mut out = Vec::with_capacity(data.len() + 64);
         let mut rest = data;
         while !rest.is_empty() {
-            let (content, tag, consumed) = match rest.iter().position(|b| *b == b'\n') {
-                Some(i) if i <= MAX_RECORD => (&rest[..i], 'F', i + 1),
-                _ if rest.len() > MAX_RECORD => (&rest[..MAX_RECORD], 'P', MAX_RECORD),
-                _ => (rest, 'P', rest.len()),
+            let newline = rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .filter(|i| *i <= MAX_RECORD);
+            let (content, tag, after) = match newline.and_then(|i| rest.split_at_checked(i)) {
+                // A complete line, recorded without its newline (the first byte of `from_nl`).
+                Some((line, from_nl)) => (line, 'F', from_nl.get(1..).unwrap_or_default()),
+                None => match rest.split_at_checked(MAX_RECORD) {
+                    // Longer than a record without a newline in it: a record's worth.
+                    Some((part, after)) => (part, 'P', after),
+                    // The trailing rest.
+                    None => (rest, 'P', &[][..]),
+                },
             };
             out.extend_from_slice(ts.as_bytes());
             out.push(b' ');
@@ -94,7 +103,7 @@ impl LogWriter {
             out.push(b' ');
             out.extend_from_slice(content);
             out.push(b'\n');
-            rest = &rest[consumed..];
+            rest = after;
         }
         self.file.write_all(&out)?;
         self.len += out.len() as u64;

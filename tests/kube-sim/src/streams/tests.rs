@@ -1,4 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap, expect, panic or out-of-range index is a test failure"
+)]
 
 use super::remote::{error_status, exit_status, success_status};
 use super::*;

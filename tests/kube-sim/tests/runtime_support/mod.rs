@@ -1,5 +1,11 @@
 //! Shared helpers of the runtime_* integration tests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code,
+    reason = "tests: a failed unwrap, expect or panic is a test failure; each test binary uses only part of this shared module"
+)]
 
 use std::path::PathBuf;
 use std::time::Duration;
