@@ -142,8 +142,11 @@ pub fn sign_user_certificate(
         b.critical_option("force-command", fc.clone())
             .map_err(CertError::ssh("force-command"))?;
     }
-    b.extension("permit-pty", "")
-        .map_err(CertError::ssh("permit-pty"))?;
+    // What the gateway honours of sshd's `permit-*` extensions (agent, X11 and user-rc are
+    // never offered, so they are not granted).
+    for ext in ["permit-pty", "permit-port-forwarding"] {
+        b.extension(ext, "").map_err(CertError::ssh(ext))?;
+    }
     if !opts.groups.is_empty() {
         b.extension(GROUPS_EXTENSION, opts.groups.join(","))
             .map_err(CertError::ssh("groups"))?;

@@ -64,6 +64,8 @@ pub struct VerifiedIdentity {
     break_glass: Option<String>,
     force_command: Option<String>,
     ca_fingerprint: String,
+    permit_pty: bool,
+    permit_port_forwarding: bool,
 }
 
 impl VerifiedIdentity {
@@ -102,6 +104,14 @@ impl VerifiedIdentity {
     /// SHA-256 fingerprint of the CA that signed the certificate.
     pub fn ca_fingerprint(&self) -> &str {
         &self.ca_fingerprint
+    }
+    /// The certificate carries `permit-pty` (as in sshd, without it no terminal is allocated).
+    pub fn permits_pty(&self) -> bool {
+        self.permit_pty
+    }
+    /// The certificate carries `permit-port-forwarding` (without it no forward is opened).
+    pub fn permits_port_forwarding(&self) -> bool {
+        self.permit_port_forwarding
     }
 }
 
@@ -377,6 +387,8 @@ impl Verifier {
                 .cloned(),
             force_command: options.get("force-command").cloned(),
             ca_fingerprint: ca.to_string(),
+            permit_pty: cert.extensions().contains_key("permit-pty"),
+            permit_port_forwarding: cert.extensions().contains_key("permit-port-forwarding"),
         })
     }
 }

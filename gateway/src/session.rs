@@ -22,6 +22,7 @@ use jitsh_certs::VerifiedIdentity;
 use prometheus_client::metrics::counter::Counter;
 use russh::server::Msg;
 use tokio::io::AsyncWrite;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::Event;
 use crate::gateway::Gateway;
@@ -40,15 +41,21 @@ pub(crate) const ENDED_STATUS: u32 = 255;
 /// The channel's writing half.
 pub(crate) type Writer = russh::ChannelWriteHalf<Msg>;
 
-/// A running session: its slot and its clock.
+/// A running session: its slot, its clock, and the token that says its client went away.
 pub(crate) struct Live {
     _slot: SessionSlot,
     clock: Arc<Clock>,
+    gone: CancellationToken,
 }
 
 impl Live {
     /// Takes a slot for the identity's user, or says why not (one line for the user).
-    pub(crate) fn open(gw: &Gateway, id: &VerifiedIdentity) -> Result<Live, String> {
+    /// `gone` is cancelled when the client closes the channel or the connection drops.
+    pub(crate) fn open(
+        gw: &Gateway,
+        id: &VerifiedIdentity,
+        gone: CancellationToken,
+    ) -> Result<Live, String> {
         let slot = gw
             .limiter()
             .open_session(id.username(), gw.shutting_down())
@@ -56,7 +63,13 @@ impl Live {
         Ok(Live {
             _slot: slot,
             clock: Clock::new(gw, id),
+            gone,
         })
+    }
+
+    /// Cancelled when the client has gone (channel closed, connection dropped).
+    pub(crate) fn gone(&self) -> &CancellationToken {
+        &self.gone
     }
 
     /// The session's clock.
@@ -75,6 +88,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) peer: SocketAddr,
     pub(crate) write: &'a Writer,
     pub(crate) clock: &'a Arc<Clock>,
+    /// Cancelled when the client has gone: the session ends at once, and what it started in
+    /// the pod with it.
+    pub(crate) gone: &'a CancellationToken,
     /// `exec`, `sftp`, `portforward`: named in the end event.
     pub(crate) via: &'static str,
 }
@@ -109,6 +125,7 @@ impl Ctx<'_> {
         tokio::select! {
             out = work => Ok(out),
             reason = self.clock.expired(self.gw, warn) => Err(reason),
+            () = self.gone.cancelled() => Err(EndReason::ClientGone),
         }
     }
 

@@ -4,6 +4,7 @@
 //! callbacks; [`dispatch`] starts the sessions.
 
 mod auth;
+mod channels;
 mod dispatch;
 mod handler;
 
@@ -131,14 +132,16 @@ pub async fn serve(
             client_ip = %peer.ip(),
             user = tracing::field::Empty
         );
-        let handler = handler::Conn::new(
-            gw.clone(),
+        let handler = handler::Conn {
+            gw: gw.clone(),
             peer,
-            session_id.clone(),
-            authed.clone(),
-            plain_key_user.clone(),
-            span.clone(),
-        );
+            identity: None,
+            channels: channels::Channels::default(),
+            session_id: session_id.clone(),
+            authed: authed.clone(),
+            plain_key_user: plain_key_user.clone(),
+            span: span.clone(),
+        };
         let config = config.clone();
         let pre_auth = gw.settings().limits.pre_auth_timeout;
         let gw = gw.clone();

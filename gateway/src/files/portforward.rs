@@ -105,6 +105,7 @@ pub(crate) async fn run(
         peer,
         write: &ssh_w,
         clock: live.clock(),
+        gone: live.gone(),
         via: "portforward",
     };
     let cid = CommandId::new();
@@ -144,6 +145,16 @@ async fn prepare(
         return Err(denied(
             ev,
             vec!["your certificate allows only its forced command".into()],
+            None,
+        ));
+    }
+    if !ctx.id.permits_port_forwarding() {
+        return Err(denied(
+            ev,
+            vec![
+                "your certificate does not permit port forwarding (no permit-port-forwarding)"
+                    .into(),
+            ],
             None,
         ));
     }

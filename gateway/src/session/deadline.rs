@@ -30,6 +30,8 @@ pub(crate) enum EndReason {
     Shutdown,
     /// A policy reload no longer allows what the session holds (the policy's reason).
     NoLongerAllowed(String),
+    /// The client closed the channel or dropped the connection.
+    ClientGone,
 }
 
 impl EndReason {
@@ -43,6 +45,7 @@ impl EndReason {
             EndReason::Idle(_) => "idle",
             EndReason::Shutdown => "shutdown",
             EndReason::NoLongerAllowed(_) => "policy-changed",
+            EndReason::ClientGone => "client-gone",
         }
     }
 }
@@ -61,6 +64,7 @@ impl fmt::Display for EndReason {
             EndReason::NoLongerAllowed(why) => {
                 write!(f, "the policy no longer allows this ({why})")
             }
+            EndReason::ClientGone => f.write_str("the client went away"),
         }
     }
 }

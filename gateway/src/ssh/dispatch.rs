@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use jitsh_certs::VerifiedIdentity;
 use russh::Channel;
 use russh::server::{ChannelOpenHandle, Msg};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::gateway::Gateway;
@@ -38,6 +39,7 @@ impl Conn {
             peer: self.peer,
             write,
             clock: live.clock(),
+            gone: live.gone(),
             via,
         }
     }
@@ -66,6 +68,7 @@ pub(super) fn exec(
     data: &[u8],
     tty: Option<Tty>,
     resize: tokio::sync::mpsc::Receiver<Tty>,
+    gone: CancellationToken,
 ) {
     // A certificate's force-command replaces whatever the client asked for (as in sshd).
     let text = match conn.id.force_command() {
@@ -76,7 +79,7 @@ pub(super) fn exec(
     };
     let span = conn.span.clone();
     tokio::spawn(
-        session(conn, ch, "exec", async move |ctx, read| match &text {
+        session(conn, ch, gone, "exec", async move |ctx, read| match &text {
             Ok(t) => route(ctx, t, tty, resize, read).await,
             Err(at) => {
                 ctx.say(&format!(
@@ -95,11 +98,12 @@ pub(super) fn exec(
 async fn session(
     conn: Conn,
     ch: Channel<Msg>,
+    gone: CancellationToken,
     via: &'static str,
     work: impl AsyncFnOnce(&Ctx<'_>, russh::ChannelReadHalf) -> u32,
 ) {
     let (read, write) = ch.split();
-    let code = match Live::open(&conn.gw, &conn.id) {
+    let code = match Live::open(&conn.gw, &conn.id, gone) {
         Err(msg) => {
             session::say(&write, &msg).await;
             1
@@ -113,10 +117,10 @@ async fn session(
 }
 
 /// The `sftp` subsystem: the read-only file tree, as one session.
-pub(super) fn sftp(conn: Conn, ch: Channel<Msg>) {
+pub(super) fn sftp(conn: Conn, ch: Channel<Msg>, gone: CancellationToken) {
     let span = conn.span.clone();
     tokio::spawn(
-        session(conn, ch, "sftp", async |ctx, read| {
+        session(conn, ch, gone, "sftp", async |ctx, read| {
             crate::files::sftp_session(ctx, read).await
         })
         .instrument(span),
@@ -132,12 +136,13 @@ pub(super) fn forward(
     host: &str,
     port: u32,
     originator: String,
+    gone: CancellationToken,
 ) {
     let host = host.to_owned();
     let span = conn.span.clone();
     tokio::spawn(
         async move {
-            let live = match Live::open(&conn.gw, &conn.id) {
+            let live = match Live::open(&conn.gw, &conn.id, gone) {
                 Ok(l) => l,
                 Err(msg) => {
                     crate::files::portforward::refuse(reply, &msg).await;

@@ -1,7 +1,6 @@
 //! The russh handler: translates callbacks and nothing more. Authentication goes to the certs
 //! verifier once; each channel request goes to [`super::dispatch`], which runs the session.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,7 @@ use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId};
 
+use super::channels::Channels;
 use super::dispatch::{self, Conn as ConnInfo};
 use crate::gateway::Gateway;
 use crate::ids::SessionId;
@@ -18,42 +18,19 @@ use crate::kube::exec::Tty;
 
 /// One connection's russh handler.
 pub(super) struct Conn {
-    gw: Arc<Gateway>,
-    peer: SocketAddr,
-    identity: Option<Arc<VerifiedIdentity>>,
-    channels: HashMap<ChannelId, Channel<Msg>>,
-    ptys: HashMap<ChannelId, Tty>,
-    resize: HashMap<ChannelId, tokio::sync::mpsc::Sender<Tty>>,
-    session_id: SessionId,
-    authed: Arc<AtomicBool>,
-    plain_key_user: Arc<Mutex<Option<String>>>,
+    pub(super) gw: Arc<Gateway>,
+    pub(super) peer: SocketAddr,
+    /// Set once a certificate is verified.
+    pub(super) identity: Option<Arc<VerifiedIdentity>>,
+    pub(super) channels: Channels,
+    pub(super) session_id: SessionId,
+    pub(super) authed: Arc<AtomicBool>,
+    pub(super) plain_key_user: Arc<Mutex<Option<String>>>,
     /// The connection's span (russh runs the handler in a task of its own).
-    span: tracing::Span,
+    pub(super) span: tracing::Span,
 }
 
 impl Conn {
-    pub(super) fn new(
-        gw: Arc<Gateway>,
-        peer: SocketAddr,
-        session_id: SessionId,
-        authed: Arc<AtomicBool>,
-        plain_key_user: Arc<Mutex<Option<String>>>,
-        span: tracing::Span,
-    ) -> Self {
-        Conn {
-            gw,
-            peer,
-            identity: None,
-            channels: HashMap::new(),
-            ptys: HashMap::new(),
-            resize: HashMap::new(),
-            session_id,
-            authed,
-            plain_key_user,
-            span,
-        }
-    }
-
     fn info(&self, id: Arc<VerifiedIdentity>) -> ConnInfo {
         ConnInfo {
             gw: self.gw.clone(),
@@ -110,8 +87,11 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.insert(channel.id(), channel);
-        reply.accept().await;
+        if self.channels.open(channel) {
+            reply.accept().await;
+        } else {
+            super::channels::refuse(reply).await;
+        }
         Ok(())
     }
 
@@ -126,10 +106,13 @@ impl russh::server::Handler for Conn {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.ptys
-            .insert(channel, Tty::clamped(col_width, row_height));
-        session.channel_success(channel)?;
-        Ok(())
+        // As sshd: no terminal for a certificate without `permit-pty`.
+        if !self.identity.as_ref().is_some_and(|id| id.permits_pty()) {
+            return session.channel_failure(channel);
+        }
+        self.channels
+            .pty(channel, Tty::clamped(col_width, row_height));
+        session.channel_success(channel)
     }
 
     async fn window_change_request(
@@ -141,9 +124,17 @@ impl russh::server::Handler for Conn {
         _pix_height: u32,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(tx) = self.resize.get(&channel) {
-            let _ = tx.try_send(Tty::clamped(col_width, row_height));
-        }
+        self.channels
+            .resize(channel, Tty::clamped(col_width, row_height));
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.closed(channel);
         Ok(())
     }
 
@@ -178,7 +169,7 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
-        if let Some(ch) = self.channels.remove(&channel) {
+        if let Some(ch) = self.channels.take(channel) {
             dispatch::no_target(ch, self.span.clone());
         }
         Ok(())
@@ -190,15 +181,14 @@ impl russh::server::Handler for Conn {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(ch), Some(id)) = (self.channels.remove(&channel), self.identity.clone()) else {
+        let (Some(ch), Some(id)) = (self.channels.take(channel), self.identity.clone()) else {
             session.channel_failure(channel)?;
             return Ok(());
         };
         session.channel_success(channel)?;
-        let tty = self.ptys.get(&channel).copied();
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        self.resize.insert(channel, tx);
-        dispatch::exec(self.info(id), ch, data, tty, rx);
+        let (tty, rx) = self.channels.terminal(channel);
+        let gone = self.channels.gone(channel);
+        dispatch::exec(self.info(id), ch, data, tty, rx, gone);
         Ok(())
     }
 
@@ -210,14 +200,14 @@ impl russh::server::Handler for Conn {
     ) -> Result<(), Self::Error> {
         // Only `sftp`: the read-only file tree.
         let id = self.identity.clone();
-        match (name, id, self.channels.remove(&channel)) {
+        match (name, id, self.channels.take(channel)) {
             ("sftp", Some(id), Some(ch)) => {
                 session.channel_success(channel)?;
-                dispatch::sftp(self.info(id), ch);
+                dispatch::sftp(self.info(id), ch, self.channels.gone(channel));
                 Ok(())
             }
             (_, _, ch) => {
-                self.channels.extend(ch.map(|ch| (channel, ch)));
+                self.channels.put_back(ch);
                 Ok(session.channel_failure(channel)?)
             }
         }
@@ -234,6 +224,10 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Without an identity the dropped reply refuses the channel.
+        let Some(gone) = self.channels.admit(channel.id()) else {
+            super::channels::refuse(reply).await;
+            return Ok(());
+        };
         if let Some(id) = self.identity.clone() {
             let originator = format!("{originator_address}:{originator_port}");
             dispatch::forward(
@@ -243,6 +237,7 @@ impl russh::server::Handler for Conn {
                 host_to_connect,
                 port_to_connect,
                 originator,
+                gone,
             );
         }
         Ok(())

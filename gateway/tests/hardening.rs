@@ -1,0 +1,252 @@
+//! What a client can do to the gateway, through the real `ssh`: a client that goes away frees
+//! its slot and ends its command at once (20 disconnects used to lock a user out until the idle
+//! timeout); one connection has at most 10 channels; X11 forwarding is refused out loud.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::{eventually, jsonl, ssh, start_dev, text};
+
+fn ssh_cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("/usr/bin/ssh");
+    c.arg("-F").arg(dir.join("ssh_config")).args(args);
+    c
+}
+
+fn count(dir: &Path, what: impl Fn(&serde_json::Value) -> bool) -> usize {
+    jsonl(&dir.join("audit.jsonl"))
+        .iter()
+        .filter(|e| what(e))
+        .count()
+}
+
+#[test]
+fn a_client_that_goes_away_frees_its_slot_at_once() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    // More disconnects than the per-user limit (20 in dev mode): each one's slot must be free
+    // again before the next, or the last ones (and the check after them) are refused.
+    for i in 1..=21 {
+        let mut c: Child = ssh_cmd(d, &["alice@jitsh", "payments/api-0 -- sleep 300"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually("the sleep is allowed", || {
+            count(d, |e| {
+                e["event"] == "command.allowed" && e["argv"] == serde_json::json!(["sleep", "300"])
+            }) == i
+        });
+        c.kill().unwrap();
+        c.wait().unwrap();
+        eventually("its session ends as the client's going", || {
+            count(d, |e| {
+                e["event"] == "session.end" && e["code"] == "client-gone"
+            }) == i
+        });
+    }
+    let o = ssh(d, "alice", "payments/api-0 -- date", b"");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}
+
+#[test]
+fn one_connection_has_at_most_ten_channels() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    let sock = dev.scratch().join("mux");
+    let control = format!("ControlPath={}", sock.display());
+    // A master connection (no channel of its own), then sessions multiplexed over it.
+    let st = ssh_cmd(
+        d,
+        &[
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            &control,
+            "-N",
+            "-f",
+            "alice@jitsh",
+        ],
+    )
+    .stdin(Stdio::null())
+    .status()
+    .unwrap();
+    assert!(st.success());
+    // Port 1: a refused mux session must not fall back to a connection of its own.
+    let run = |cmd: &str| {
+        ssh_cmd(d, &["-o", &control, "-o", "Port=1", "alice@jitsh", cmd])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut held: Vec<Child> = (0..10)
+        .map(|_| run("payments/api-0 -- sleep 300"))
+        .collect();
+    eventually("ten sessions on one connection", || {
+        count(d, |e| e["event"] == "command.allowed") == 10
+    });
+    let eleventh = run("payments/api-0 -- date").wait_with_output().unwrap();
+    assert_ne!(eleventh.status.code(), Some(0));
+    assert!(
+        text(&eleventh.stderr).contains("Session open refused by peer"),
+        "{}",
+        text(&eleventh.stderr)
+    );
+    assert_eq!(count(d, |e| e["event"] == "command.allowed"), 10);
+    // A closed channel frees its place.
+    let mut first = held.remove(0);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    eventually("a channel's place is free again", || {
+        let o = run("payments/api-0 -- date").wait_with_output().unwrap();
+        o.status.success()
+    });
+    for mut c in held {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let _ = ssh_cmd(d, &["-o", &control, "-O", "exit", "alice@jitsh"])
+        .stderr(Stdio::null())
+        .status();
+}
+
+#[test]
+fn x11_forwarding_is_refused_out_loud() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    let o = ssh_cmd(d, &["-o", "LogLevel=INFO", "-Y", "alice@jitsh", "whoami"])
+        .env("DISPLAY", "127.0.0.1:9")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("X11 forwarding request failed"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// An ssh_config for a key of alice's certified by the dev CA with `opts` (ssh-keygen's `-O`).
+fn alice_with(dev: &common::Dev, name: &str, opts: &[&str]) -> std::path::PathBuf {
+    let d = &dev.dir;
+    let key = dev.scratch().join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut sign = Command::new("ssh-keygen");
+    sign.args(["-q", "-s"])
+        .arg(d.join("user_ca"))
+        .args(["-I", "alice", "-n", "alice", "-V", "-1m:+10m"]);
+    for o in opts {
+        sign.args(["-O", o]);
+    }
+    let ok = sign
+        .args(["-O", "extension:groups@jitsh.dev=oncall-payments"])
+        .arg(key.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // Only the `Host jitsh` block: the `Match user alice` block would add alice's own certificate.
+    let full = std::fs::read_to_string(d.join("ssh_config")).unwrap();
+    let cfg = dev.scratch().join(format!("{name}.ssh_config"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n  IdentityFile {}\n  CertificateFile {}-cert.pub\n",
+            full.split("\nMatch ").next().unwrap(),
+            key.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn permit_extensions_are_honoured() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    // `-O clear`: no permit-pty, no permit-port-forwarding (nor agent, X11, user-rc).
+    let cfg = alice_with(&dev, "cleared", &["clear"]);
+    let o = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args([
+            "-o",
+            "LogLevel=INFO",
+            "-tt",
+            "alice@jitsh",
+            "payments/api-0 -- date",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // OpenSSH treats a refused terminal it asked for explicitly as fatal.
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("PTY allocation request failed"),
+        "{}",
+        text(&o.stderr)
+    );
+    let before = common::kube_audit(d, "portforward").len();
+    let o = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args([
+            "-o",
+            "LogLevel=INFO",
+            "-W",
+            "payments/api-0:8080",
+            "alice@jitsh",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("does not permit port forwarding"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(common::kube_audit(d, "portforward").len(), before);
+    // The same grants with the extensions: a terminal, and the forward.
+    let cfg = alice_with(
+        &dev,
+        "permitted",
+        &["clear", "permit-pty", "permit-port-forwarding"],
+    );
+    let o = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args([
+            "-o",
+            "LogLevel=INFO",
+            "-tt",
+            "alice@jitsh",
+            "payments/api-0 -- date",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        !text(&o.stderr).contains("PTY allocation request failed"),
+        "{}",
+        text(&o.stderr)
+    );
+}
