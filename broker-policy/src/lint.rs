@@ -63,6 +63,15 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
                     message: format!("'{}' grants {} ({why})", p.source(), p.program()),
                 });
             }
+            if p.has_optional_path() {
+                out.push(Finding {
+                    rule: r.name().to_owned(),
+                    message: format!(
+                        "'{}' makes a path optional: without it the program works on the working directory (often the container's root), outside the glob",
+                        p.source()
+                    ),
+                });
+            }
             if p.has_rest() {
                 out.push(Finding {
                     rule: r.name().to_owned(),

@@ -1,5 +1,5 @@
 //! The command pattern DSL: `tail [-n <int>] [-f] <path:/var/log/**>`, `ls [-l|-la|-lah]
-//! [<path:/var/log/**>]`, `ps aux`. Literals, optional groups `[…]` with alternatives `|`,
+//! <path:/var/log/**>`, `ps aux`. Literals, optional groups `[…]` with alternatives `|`,
 //! placeholders `<int>`, `<word>`, `<path:GLOB>`, and `...` (any remaining arguments).
 
 use std::borrow::Cow;
@@ -261,6 +261,22 @@ impl Pattern {
     /// Whether it ends in `...` (lint flags it).
     pub fn has_rest(&self) -> bool {
         self.elems.iter().any(|e| matches!(e, Elem::Rest))
+    }
+
+    /// A `<path:…>` inside an optional group: the form without it works on the working
+    /// directory, which the glob does not bound (`ls [<path:/var/log/**>]` lists `/`).
+    pub fn has_optional_path(&self) -> bool {
+        fn path_in(elems: &[Elem]) -> bool {
+            elems.iter().any(|e| match e {
+                Elem::Path(_) => true,
+                Elem::Optional(alts) => alts.iter().any(|a| path_in(a)),
+                _ => false,
+            })
+        }
+        self.elems.iter().any(|e| match e {
+            Elem::Optional(alts) => alts.iter().any(|a| path_in(a)),
+            _ => false,
+        })
     }
 
     /// Matches a pipeline stage after the first: it reads the previous stage's output, so a

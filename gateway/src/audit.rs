@@ -5,6 +5,7 @@ mod event;
 pub(crate) use event::Event;
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -109,6 +110,7 @@ impl AuditLog {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .map_err(err)?;
             f.write_all(line.as_bytes()).map_err(err)?;

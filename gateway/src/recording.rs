@@ -4,6 +4,7 @@
 //! Every event is written through to the file; an error ends the session (fail closed).
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -59,10 +60,11 @@ impl Recorder {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(err)?;
+        private_dir(dir).map_err(err)?;
         let mut file = std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(err)?;
         let now = std::time::SystemTime::now()
@@ -161,6 +163,15 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Creates `dir` (and its missing parents) readable by the gateway's user only (0700): the
+/// recordings and audit logs hold what users typed and saw.
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(test)]

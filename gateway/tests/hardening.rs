@@ -250,3 +250,46 @@ fn permit_extensions_are_honoured() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn audit_logs_and_recordings_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dev = start_dev();
+    let d = &dev.dir;
+    // Line mode is recorded (the demo policy's rule says so).
+    let o = ssh(d, "alice", "payments/api-0", b"date\n");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.join("audit.jsonl")), 0o600);
+    assert_eq!(mode(&d.join("recordings")), 0o700);
+    let recordings: Vec<_> = std::fs::read_dir(d.join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!recordings.is_empty());
+    for r in recordings {
+        assert_eq!(mode(&r), 0o600, "{}", r.display());
+    }
+}
+
+#[test]
+fn an_unterminated_line_is_refused_once_and_the_next_line_runs() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    // 4 MiB without a newline, then a line that must still run.
+    let mut input = vec![b'a'; 4 << 20];
+    input.extend_from_slice(b"\ndate\n");
+    let o = ssh(d, "alice", "payments/api-0", &input);
+    let err = text(&o.stderr);
+    assert_eq!(
+        err.matches("refused: a line longer than 8192 bytes")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(text(&o.stdout).contains("UTC"), "{}", text(&o.stdout));
+    // No audit event carries the long line.
+    let audit = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let longest = audit.lines().map(str::len).max().unwrap();
+    assert!(longest < 16 * 1024, "an audit event of {longest} bytes");
+}

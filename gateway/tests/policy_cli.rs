@@ -155,12 +155,13 @@ fn lint_flags_risky_grants() {
     );
     let dir = tempfile::tempdir().unwrap();
     let risky = dir.path().join("risky.yaml");
-    std::fs::write(&risky, "apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrules:\n  - name: yolo\n    groups: [g]\n    targets: [{namespaces: [n]}]\n    modes: [exec, files]\n    commands: [\"less <path:/var/log/**>\", \"find ...\", \"cat <path:/proc/**>\", \"env\"]\n    files: [\"/**\"]\n").unwrap();
+    std::fs::write(&risky, "apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrules:\n  - name: yolo\n    groups: [g]\n    targets: [{namespaces: [n]}]\n    modes: [exec, files]\n    commands: [\"less <path:/var/log/**>\", \"ls [-l] [<path:/var/log/**>]\", \"find ...\", \"cat <path:/proc/**>\", \"env\"]\n    files: [\"/**\"]\n").unwrap();
     let out = jitsh(&["policy", "lint", "--policy", risky.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "grants less",
+        "makes a path optional",
         "grants find",
         "ends in '...'",
         "/proc/",

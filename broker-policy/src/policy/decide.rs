@@ -295,7 +295,7 @@ impl Policy {
                 Some(Ok((r, argv, approval))) => {
                     chosen.get_or_insert(r);
                     needs_approval |= approval;
-                    out.push(argv);
+                    out.push(normalized_program(argv));
                 }
                 Some(Err(r)) => {
                     let program = name.unwrap_or_default();
@@ -513,4 +513,17 @@ fn break_glass(rules: &[&Rule], first: &Rule, ask: BreakGlassAsk<'_>) -> Decisio
     let mut d = Decision::allow(rule, Vec::new());
     d.limits.max_session = grant.max_duration;
     d
+}
+
+/// The argv that runs is the argv decided: a program named by path runs by its normalised path
+/// (`/tmp/l/../../usr/bin/cat` is decided as `/usr/bin/cat`; the kernel would follow `..`
+/// through a symbolic link the lexical check never saw).
+fn normalized_program(mut argv: Vec<String>) -> Vec<String> {
+    if let Some(first) = argv.first_mut()
+        && first.contains('/')
+        && let Some(norm) = normalize_path(first)
+    {
+        *first = norm;
+    }
+    argv
 }

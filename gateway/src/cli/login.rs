@@ -129,7 +129,9 @@ fn ensure_key(path: &Path) -> anyhow::Result<PrivateKey> {
             .with_context(|| format!("reading {}", path.display()));
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // ~/.ssh and the like: the gateway's user only (0700), as ssh expects.
+        crate::recording::private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let key =
         PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).context("generating a key")?;

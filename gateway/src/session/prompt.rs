@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use jitsh_broker_policy::{Mode, Policy};
+use jitsh_broker_policy::{MAX_LINE_BYTES, Mode, Policy};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -133,12 +133,37 @@ pub(crate) async fn prompt(
     } else {
         // Line mode: commands on stdin, one per line, in order; a denied line does not stop
         // the ones after it. Commands get no stdin of their own.
+        // A line is at most MAX_LINE_BYTES (what the parser takes): a longer one is refused with
+        // one line and skipped to its newline, so neither memory nor the scan grows with it.
         let mut pending: Vec<u8> = Vec::new();
         let mut eof = false;
+        let mut skipping = false;
         while !eof {
             match input.recv().await {
                 Some(Input::Data(bytes)) => pending.extend_from_slice(&bytes),
                 Some(Input::Eof) | None => eof = true,
+            }
+            if skipping {
+                match pending.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        pending.drain(..=i);
+                        skipping = false;
+                    }
+                    None => {
+                        pending.clear();
+                        continue;
+                    }
+                }
+            }
+            if !pending.contains(&b'\n') && pending.len() > MAX_LINE_BYTES {
+                ctx.say(&format!(
+                    "refused: a line longer than {MAX_LINE_BYTES} bytes (nothing was run)"
+                ))
+                .await;
+                last = DENIED_STATUS;
+                pending.clear();
+                skipping = true;
+                continue;
             }
             loop {
                 let cut = match pending.iter().position(|b| *b == b'\n') {

@@ -192,7 +192,7 @@ pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
             .context("kubernetes.inCluster: not running in a cluster (set kubernetes.kubeconfig to run outside one)")?,
     };
     if let Some(r) = &config.recordings {
-        std::fs::create_dir_all(r).with_context(|| format!("recordings: {}", r.display()))?;
+        crate::recording::private_dir(r).with_context(|| format!("recordings: {}", r.display()))?;
     }
     let audit = AuditLog::with_sinks(config.audit.file.as_deref(), config.audit.stdout)
         .context("audit.file")?;

@@ -24,8 +24,8 @@ pub const DEMO_POLICY: &str = include_str!("../../../../deploy/policy/demo.yaml"
 /// Runs the development gateway until the process is stopped.
 pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    std::fs::create_dir_all(dir.join("users")).context("creating the dev dir")?;
-    std::fs::create_dir_all(dir.join("recordings"))?;
+    crate::recording::private_dir(&dir.join("users")).context("creating the dev dir")?;
+    crate::recording::private_dir(&dir.join("recordings"))?;
     let dir = dir.canonicalize()?;
     let exe = std::env::current_exe()?;
     let sim = kube_sim::SimBuilder::new()
