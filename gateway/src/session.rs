@@ -282,11 +282,34 @@ impl Ctx<'_> {
             .namespace
             .clone()
             .unwrap_or_else(|| self.gw.settings().default_namespace.clone());
-        let k = self.impersonate(cid)?;
-        let resolved =
-            crate::kube::pods::resolve(&k, &namespace, &target.pod, target.container.as_deref())
-                .await?;
-        Ok((k, resolved))
+        let looked_up = async {
+            let k = self.impersonate(cid)?;
+            let resolved = crate::kube::pods::resolve(
+                &k,
+                &namespace,
+                &target.pod,
+                target.container.as_deref(),
+            )
+            .await?;
+            Ok((k, resolved))
+        };
+        let res: Result<_, KubeError> = looked_up.await;
+        if let Err(e) = &res {
+            // Kubernetes' answer (403, 404, unreachable) is evidence too: audited and counted.
+            let ev = Event {
+                namespace: Some(namespace.clone()),
+                pod: Some(target.pod.clone()),
+                container: target.container.clone(),
+                error: Some(e.to_string()),
+                code: Some(e.label().to_owned()),
+                status: e.status().map(|s| s.to_string()),
+                ..self.event(cid)
+            };
+            self.gw.record("kube.refused", &ev);
+            self.gw.metrics().command(Outcome::KubeRefused);
+            tracing::info!(code = e.label(), "kubernetes refused: {e}");
+        }
+        res
     }
 
     /// Records a denial (`kind`), counts it and tells the user why in one line; the status to

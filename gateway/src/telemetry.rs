@@ -26,6 +26,8 @@ pub enum Outcome {
     Refused,
     /// A break-glass shell opened.
     BreakGlass,
+    /// Kubernetes refused the lookup as the user (forbidden, not found, unreachable).
+    KubeRefused,
 }
 
 impl EncodeLabelValue for Outcome {
@@ -35,6 +37,7 @@ impl EncodeLabelValue for Outcome {
             Outcome::Deny => "deny",
             Outcome::Refused => "refused",
             Outcome::BreakGlass => "break-glass",
+            Outcome::KubeRefused => "kube-refused",
         })
     }
 }

@@ -293,3 +293,28 @@ fn an_unterminated_line_is_refused_once_and_the_next_line_runs() {
     let longest = audit.lines().map(str::len).max().unwrap();
     assert!(longest < 16 * 1024, "an audit event of {longest} bytes");
 }
+
+#[test]
+fn kubernetes_refusals_are_audited() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    let o = ssh(d, "mallory", "payments/api-0 -- cat /var/log/app.log", b"");
+    assert_ne!(o.status.code(), Some(0));
+    let o = ssh(d, "alice", "payments/no-such-pod -- date", b"");
+    assert_ne!(o.status.code(), Some(0));
+    let o = ssh(d, "alice", "kube-system/anything -- date", b"");
+    assert_ne!(o.status.code(), Some(0));
+    let refused: Vec<serde_json::Value> = jsonl(&d.join("audit.jsonl"))
+        .into_iter()
+        .filter(|e| e["event"] == "kube.refused")
+        .collect();
+    let find = |user: &str, pod: &str| {
+        refused
+            .iter()
+            .find(|e| e["user"] == user && e["pod"] == pod)
+            .unwrap_or_else(|| panic!("no kube.refused for {user} on {pod}: {refused:#?}"))
+    };
+    assert_eq!(find("mallory", "api-0")["status"], "403");
+    assert_eq!(find("alice", "no-such-pod")["status"], "404");
+    assert!(find("alice", "anything")["error"].is_string());
+}
