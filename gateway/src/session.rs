@@ -31,7 +31,7 @@ use crate::intent::TargetSpec;
 use crate::kube::{Impersonated, KubeError, Resolved};
 use crate::limits::SessionSlot;
 use crate::telemetry::{Direction, Outcome};
-pub(crate) use deadline::{Clock, EndReason, Hold};
+pub(crate) use deadline::{Clock, EndReason, Hold, revoked};
 
 /// Exit status of a command the policy denied.
 pub(crate) const DENIED_STATUS: u32 = 126;
@@ -56,6 +56,9 @@ impl Live {
         id: &VerifiedIdentity,
         gone: CancellationToken,
     ) -> Result<Live, String> {
+        if deadline::revoked(gw, id.serial(), id.key_id()) {
+            return Err(EndReason::Revoked.to_string());
+        }
         let slot = gw
             .limiter()
             .open_session(id.username(), gw.shutting_down())

@@ -10,7 +10,6 @@ mod handler;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -123,7 +122,7 @@ pub async fn serve(
         };
         gw.metrics().connections.inc();
         let _ = stream.set_nodelay(true);
-        let authed = Arc::new(AtomicBool::new(false));
+        let authed = Arc::new(std::sync::OnceLock::new());
         let plain_key_user = Arc::new(Mutex::new(None));
         let session_id = SessionId::new();
         let span = tracing::info_span!(
@@ -147,12 +146,12 @@ pub async fn serve(
         let gw = gw.clone();
         let task = async move {
             let _guard = guard;
-            connection(peer, config, stream, handler, pre_auth, &authed).await;
+            connection(&gw, peer, config, stream, handler, pre_auth, &authed).await;
             let plain = plain_key_user
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
-            if let (false, Some(user)) = (authed.load(Ordering::Relaxed), plain) {
+            if let (None, Some(user)) = (authed.get(), plain) {
                 auth::auth_failed(&gw, peer.ip(), "plain_key");
                 tracing::info!(user, "plain key refused: a certificate is required");
                 let ev = Event {
@@ -250,13 +249,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
     }
 }
 
+/// One connection: the handshake within the pre-auth timeout, authentication within it too,
+/// then until it ends — or its certificate is revoked, which ends it entirely.
 async fn connection(
+    gw: &Gateway,
     peer: std::net::SocketAddr,
     config: Arc<russh::server::Config>,
     stream: tokio::net::TcpStream,
     handler: handler::Conn,
     pre_auth: Duration,
-    authed: &AtomicBool,
+    authed: &std::sync::OnceLock<Arc<jitsh_certs::VerifiedIdentity>>,
 ) {
     let kill = CancellationToken::new();
     let stream = Killable {
@@ -281,27 +283,41 @@ async fn connection(
     tokio::pin!(running);
     let deadline = tokio::time::sleep(pre_auth);
     tokio::pin!(deadline);
-    tokio::select! {
-        _ = &mut running => {}
-        () = &mut deadline => {
-            if authed.load(Ordering::Relaxed) {
-                let _ = running.await;
-            } else {
-                let _ = handle
-                    .disconnect(
-                        russh::Disconnect::ByApplication,
-                        "authentication took too long".into(),
-                        String::new(),
-                    )
-                    .await;
-                if tokio::time::timeout(Duration::from_secs(1), &mut running)
-                    .await
-                    .is_err()
-                {
-                    kill.cancel();
+    let mut changes = gw.changes();
+    let mut authenticating = true;
+    let why = loop {
+        tokio::select! {
+            _ = &mut running => return,
+            () = &mut deadline, if authenticating => {
+                if authed.get().is_none() {
+                    break "authentication took too long";
+                }
+                authenticating = false;
+            }
+            r = changes.changed() => {
+                if r.is_err() {
+                    // The gateway is stopping; its shutdown path ends the sessions.
                     let _ = running.await;
+                    return;
+                }
+                if authed
+                    .get()
+                    .is_some_and(|id| crate::session::revoked(gw, id.serial(), id.key_id()))
+                {
+                    tracing::info!(%peer, "connection closed: its certificate was revoked");
+                    break "jitsh: your certificate was revoked";
                 }
             }
         }
+    };
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, why.into(), String::new())
+        .await;
+    if tokio::time::timeout(Duration::from_secs(1), &mut running)
+        .await
+        .is_err()
+    {
+        kill.cancel();
+        let _ = running.await;
     }
 }

@@ -318,3 +318,50 @@ fn kubernetes_refusals_are_audited() {
     assert_eq!(find("alice", "no-such-pod")["status"], "404");
     assert!(find("alice", "anything")["error"].is_string());
 }
+
+#[test]
+fn a_revoked_certificate_ends_its_whole_connection() {
+    use common::config::{env, start, write_config};
+    let e = env(
+        "apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrules:\n  - name: oncall\n    groups: [oncall-payments]\n    targets: [{namespaces: [payments]}]\n    modes: [exec]\n    commands: [\"date\"]\n",
+    );
+    let d = &e.dir;
+    let config = write_config(d, "");
+    let _gw = start(d, &config);
+    let sock = d.join("mux");
+    let control = format!("ControlPath={}", sock.display());
+    let alice = d.join("alice");
+    let mux = |args: &[&str]| {
+        let mut c = Command::new("/usr/bin/ssh");
+        c.arg("-F")
+            .arg(d.join("ssh_config"))
+            .arg("-i")
+            .arg(&alice)
+            .args(["-o", &control])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    };
+    let st = mux(&["-o", "ControlMaster=yes", "-N", "-f", "alice@jitsh"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Port 1: a mux client must not fall back to a connection of its own.
+    let whoami = || {
+        mux(&["-o", "Port=1", "alice@jitsh", "whoami"])
+            .output()
+            .unwrap()
+    };
+    let o = whoami();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    std::fs::write(d.join("revoked"), "key-id:alice@example.com\n").unwrap();
+    eventually("the revoked connection is closed by the gateway", || {
+        !mux(&["-O", "check", "alice@jitsh"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    let o = whoami();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o.stdout));
+}

@@ -69,6 +69,13 @@ impl fmt::Display for EndReason {
     }
 }
 
+/// Whether the revocation list now names a certificate (its serial or key id).
+pub(crate) fn revoked(gw: &Gateway, serial: u64, key_id: &str) -> bool {
+    let v = gw.verifier();
+    let list = &v.config().revocations;
+    list.is_serial_revoked(serial) || list.is_key_id_revoked(key_id)
+}
+
 /// A held permit, decided again under each new policy.
 type Held = Arc<dyn Recheck>;
 
@@ -171,9 +178,7 @@ impl Clock {
     }
 
     fn revoked(&self, gw: &Gateway) -> bool {
-        let v = gw.verifier();
-        let list = &v.config().revocations;
-        list.is_serial_revoked(self.serial) || list.is_key_id_revoked(&self.key_id)
+        revoked(gw, self.serial, &self.key_id)
     }
 
     fn still_allowed(&self, gw: &Gateway) -> Result<(), String> {

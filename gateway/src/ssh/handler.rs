@@ -2,7 +2,6 @@
 //! verifier once; each channel request goes to [`super::dispatch`], which runs the session.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jitsh_certs::VerifiedIdentity;
@@ -24,7 +23,9 @@ pub(super) struct Conn {
     pub(super) identity: Option<Arc<VerifiedIdentity>>,
     pub(super) channels: Channels,
     pub(super) session_id: SessionId,
-    pub(super) authed: Arc<AtomicBool>,
+    /// The verified identity, shared with the connection's task (which ends the connection
+    /// when the certificate is revoked).
+    pub(super) authed: Arc<std::sync::OnceLock<Arc<VerifiedIdentity>>>,
     pub(super) plain_key_user: Arc<Mutex<Option<String>>>,
     /// The connection's span (russh runs the handler in a task of its own).
     pub(super) span: tracing::Span,
@@ -73,8 +74,9 @@ impl russh::server::Handler for Conn {
             certificate,
         ) {
             Some(id) => {
-                self.identity = Some(Arc::new(id));
-                self.authed.store(true, Ordering::Relaxed);
+                let id = Arc::new(id);
+                let _ = self.authed.set(id.clone());
+                self.identity = Some(id);
                 Ok(Auth::Accept)
             }
             None => Ok(Auth::reject()),
