@@ -181,13 +181,25 @@ pub struct Redactor {
 }
 
 /// The default redaction patterns: `--password=`, `--token=`, `password=`, `token=`,
-/// `Authorization:` and `*_SECRET*=` / `*SECRET*=` assignments.
+/// `Authorization:`, assignments to names with `SECRET`, `PASSWORD`, `TOKEN` or `API_KEY` in
+/// them (`DB_PASSWORD=…`), and the password of a URL (`https://user:pass@host`).
 pub const DEFAULT_REDACTIONS: &[&str] = &[
     r"(?i)^--?(?:password|passwd|token|secret|api-key)=(.+)$",
     r"(?i)^(?:password|token)=(.+)$",
     r"(?i)^authorization:\s*(.+)$",
-    r"(?i)^[a-z0-9_]*secret[a-z0-9_]*=(.+)$",
+    r"(?i)^[a-z0-9_]*(?:secret|password|passwd|token|api_?key)[a-z0-9_]*=(.+)$",
     r"(?i)^(?:bearer|basic)\s+(.+)$",
+    r"(?i)^[a-z][a-z0-9+.-]*://[^/@:\s]*:([^@/\s]+)@",
+];
+
+/// Options whose *next* argument is a secret (`--password hunter2`).
+const SECRET_OPTIONS: &[&str] = &[
+    "--password",
+    "--passwd",
+    "--token",
+    "--secret",
+    "--api-key",
+    "--client-secret",
 ];
 
 impl Default for Redactor {
@@ -213,19 +225,40 @@ impl Redactor {
 
     /// Each argument with its secrets replaced.
     pub fn redact(&self, argv: &[String]) -> Vec<String> {
-        argv.iter().map(|a| self.redact_one(a)).collect()
+        let mut secret_next = false;
+        argv.iter()
+            .map(|a| {
+                let out = if secret_next {
+                    "<redacted>".to_owned()
+                } else {
+                    self.redact_one(a)
+                };
+                let bare = a.trim_matches(|c| c == '\'' || c == '"');
+                secret_next = SECRET_OPTIONS.iter().any(|o| bare.eq_ignore_ascii_case(o));
+                out
+            })
+            .collect()
     }
 
     fn redact_one(&self, arg: &str) -> String {
-        let mut out = arg.to_owned();
+        // A quoted word of a refused line (`'--password=x'`) is matched without its quotes.
+        let quote = |c: char| c == '\'' || c == '"';
+        let (lead, rest) = arg.split_at(arg.len() - arg.trim_start_matches(quote).len());
+        let core = rest.trim_end_matches(quote);
+        let trail = rest.get(core.len()..).unwrap_or_default();
+        let mut out = core.to_owned();
         for re in &self.patterns {
             let Some(c) = re.captures(&out) else { continue };
             let Some(m) = c.get(1).or_else(|| c.get(0)) else {
                 continue;
             };
-            out = format!("{}<redacted>{}", &out[..m.start()], &out[m.end()..]);
+            out = format!(
+                "{}<redacted>{}",
+                out.get(..m.start()).unwrap_or_default(),
+                out.get(m.end()..).unwrap_or_default()
+            );
         }
-        out
+        format!("{lead}{out}{trail}")
     }
 }
 
@@ -281,5 +314,30 @@ mod tests {
             vec!["pin=<redacted>", "--password=x"]
         );
         assert_eq!(Redactor::new(&["(".into()]).unwrap_err().0, 0);
+        // The hardening review's misses: two-word options, *_PASSWORD= assignments, URL
+        // credentials, and quoted words of a refused line.
+        let words = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let r = Redactor::default();
+        assert_eq!(
+            r.redact(&words("mysql --password hunter2 -h db")),
+            words("mysql --password <redacted> -h db")
+        );
+        assert_eq!(
+            r.redact(&words("env DB_PASSWORD=hunter2 API_KEY=k GITHUB_TOKEN=t")),
+            words("env DB_PASSWORD=<redacted> API_KEY=<redacted> GITHUB_TOKEN=<redacted>")
+        );
+        assert_eq!(
+            r.redact(&words("curl https://bob:hunter2@example.com/x")),
+            words("curl https://bob:<redacted>@example.com/x")
+        );
+        // (what follows a secret in the same word goes with it)
+        assert_eq!(
+            r.redact(&words("mysql '--password=hunter2'; id")),
+            words("mysql '--password=<redacted> id")
+        );
+        assert_eq!(
+            r.redact(&words("x \"--token\" t2")),
+            words("x \"--token\" <redacted>")
+        );
     }
 }
