@@ -63,6 +63,38 @@ pub struct OidcSettings {
     /// The groups claim.
     #[serde(default = "groups_claim")]
     pub groups_claim: String,
+    /// Domains whose `user@domain` usernames map to the principal `user`. A username in any
+    /// other domain is refused: `alice@attacker.example` must never become `alice`.
+    #[serde(default)]
+    pub principal_domains: Vec<String>,
+}
+
+/// The SSH principal (and Kubernetes user) for a token's username: the name itself, or `user`
+/// of `user@domain` when the domain is one the issuer maps; `Err` says why not.
+fn principal_for(username: &str, domains: &[String]) -> Result<String, String> {
+    let principal = match username.rsplit_once('@') {
+        None => username,
+        Some((user, domain)) if domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => user,
+        Some((_, domain)) => {
+            return Err(format!(
+                "username {username:?} is in domain {domain:?}, which this issuer does not map \
+                 to principals (oidc.principalDomains: {})",
+                if domains.is_empty() {
+                    "none".to_owned()
+                } else {
+                    domains.join(", ")
+                }
+            ));
+        }
+    };
+    if principal.is_empty()
+        || !principal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!("username {username:?} is not a valid principal"));
+    }
+    Ok(principal.to_owned())
 }
 
 fn default_ttl() -> Duration {
@@ -278,18 +310,10 @@ async fn issue(
             );
         }
     };
-    let principal = id.username.split('@').next().unwrap_or_default().to_owned();
-    if principal.is_empty()
-        || !principal
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("username {:?} is not a valid principal", id.username),
-        );
-    }
+    let principal = match principal_for(&id.username, &s.cfg.oidc.principal_domains) {
+        Ok(p) => p,
+        Err(why) => return error(StatusCode::FORBIDDEN, "forbidden", why),
+    };
     let ttl = req.ttl.unwrap_or(s.cfg.default_ttl).min(s.cfg.max_ttl);
     if ttl.is_zero() {
         return error(

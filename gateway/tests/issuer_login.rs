@@ -178,7 +178,7 @@ async fn login_gets_a_capped_certificate_and_break_glass_is_refused_for_other_gr
         .unwrap();
     assert!(st.success());
     let config = format!(
-        "listen: 127.0.0.1:0\ntlsCert: {}\ntlsKey: {}\nuserCaKey: {}\noidc:\n  issuer: {}\n  audience: {AUD}\ndefaultTtl: 15m\nmaxTtl: 1h\nbreakGlassGroups: [sre]\n",
+        "listen: 127.0.0.1:0\ntlsCert: {}\ntlsKey: {}\nuserCaKey: {}\noidc:\n  issuer: {}\n  audience: {AUD}\n  principalDomains: [example.com]\ndefaultTtl: 15m\nmaxTtl: 1h\nbreakGlassGroups: [sre]\n",
         d.join("tls.crt").display(),
         d.join("tls.key").display(),
         d.join("ca/user_ca").display(),
@@ -311,6 +311,36 @@ async fn login_gets_a_capped_certificate_and_break_glass_is_refused_for_other_gr
         issued[0].contains("identity=alice") && issued[1].contains("INC-42"),
         "{log}"
     );
+    // A username in a domain the issuer does not map never becomes someone's principal.
+    let out = login(
+        &id_token(
+            &k1,
+            "k1",
+            &p.url,
+            "alice@attacker.example",
+            &["oncall-payments"],
+        ),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(403)") && err.contains("does not map"),
+        "{err}"
+    );
+    // One it maps: bob@example.com is bob.
+    let out = login(
+        &id_token(&k1, "k1", &p.url, "bob@Example.com", &["oncall-payments"]),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert =
+        jitsh_certs::ssh_key::Certificate::read_file(&d.join("id_ed25519-cert.pub")).unwrap();
+    assert_eq!(cert.valid_principals(), ["bob"]);
     // A token from another issuer: 401 invalid_token.
     let out = login(
         &id_token(&k1, "k1", "https://evil.example.com", "alice", &[]),
