@@ -251,13 +251,6 @@ impl Editor {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

@@ -175,13 +175,6 @@ pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

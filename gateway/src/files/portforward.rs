@@ -285,13 +285,6 @@ async fn bridge(ctx: &Ctx<'_>, mut ready: Ready, mut ssh_r: russh::ChannelReadHa
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

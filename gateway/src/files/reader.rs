@@ -340,13 +340,6 @@ pub(crate) fn parse_listing(out: &[u8]) -> Result<Vec<(String, Attr)>, FileError
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

@@ -240,13 +240,6 @@ pub(crate) async fn ack<R: AsyncRead + Unpin>(input: &mut R) -> Result<bool, Ste
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

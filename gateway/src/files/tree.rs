@@ -211,13 +211,6 @@ pub(crate) fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

@@ -98,10 +98,6 @@ pub async fn exec_reader(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    reason = "tests: a failed assertion is the report"
-)]
 mod tests {
     use super::*;
 

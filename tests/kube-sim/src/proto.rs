@@ -138,11 +138,6 @@ pub fn decode_access_review(body: &[u8]) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::indexing_slicing,
-        reason = "tests: a failed unwrap or out-of-range index is a test failure"
-    )]
     use super::*;
 
     fn ld(n: u64, b: &[u8]) -> Vec<u8> {

@@ -220,10 +220,6 @@ pub fn authorize(store: &Store, user: &UserInfo, a: &Attributes) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "tests: a failed unwrap is a test failure"
-    )]
     use super::*;
 
     #[test]

@@ -344,10 +344,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "tests: a failed unwrap is a test failure"
-    )]
     use super::*;
 
     #[test]

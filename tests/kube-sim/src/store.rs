@@ -401,10 +401,6 @@ impl FieldSelector {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "tests: a failed unwrap is a test failure"
-    )]
     use super::*;
     use serde_json::json;
 
