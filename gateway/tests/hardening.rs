@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 mod common;
-use common::{eventually, jsonl, ssh, start_dev, text};
+use common::{alice_with, eventually, jsonl, ssh, start_dev, text};
 
 fn ssh_cmd(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("/usr/bin/ssh");
@@ -136,45 +136,6 @@ fn x11_forwarding_is_refused_out_loud() {
         "{}",
         text(&o.stderr)
     );
-}
-
-/// An ssh_config for a key of alice's certified by the dev CA with `opts` (ssh-keygen's `-O`).
-fn alice_with(dev: &common::Dev, name: &str, opts: &[&str]) -> std::path::PathBuf {
-    let d = &dev.dir;
-    let key = dev.scratch().join(name);
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let mut sign = Command::new("ssh-keygen");
-    sign.args(["-q", "-s"])
-        .arg(d.join("user_ca"))
-        .args(["-I", "alice", "-n", "alice", "-V", "-1m:+10m"]);
-    for o in opts {
-        sign.args(["-O", o]);
-    }
-    let ok = sign
-        .args(["-O", "extension:groups@jitsh.dev=oncall-payments"])
-        .arg(key.with_extension("pub"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    // Only the `Host jitsh` block: the `Match user alice` block would add alice's own certificate.
-    let full = std::fs::read_to_string(d.join("ssh_config")).unwrap();
-    let cfg = dev.scratch().join(format!("{name}.ssh_config"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\n  IdentityFile {}\n  CertificateFile {}-cert.pub\n",
-            full.split("\nMatch ").next().unwrap(),
-            key.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    cfg
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 mod common;
-use common::{kube_audit, start_dev as start, text};
+use common::{alice_with, kube_audit, start_dev as start, text};
 
 /// `scp -F ssh_config [extra...] USER@jitsh:REMOTE LOCAL` (SFTP unless `-O` is in `extra`).
 fn scp_get(dir: &Path, extra: &[&str], user: &str, remote: &str, local: &Path) -> Output {
@@ -643,36 +643,7 @@ fn a_force_command_certificate_gets_no_files_and_no_forwards() {
     let dev = start();
     let d = &dev.dir;
     // A key certified by the dev CA for alice, restricted to `whoami`.
-    let key = d.join("forced-key");
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-s"])
-        .arg(d.join("user_ca"))
-        .args(["-I", "alice", "-n", "alice", "-V", "-1m:+10m"])
-        .args(["-O", "force-command=whoami"])
-        .args(["-O", "extension:groups@jitsh.dev=oncall-payments"])
-        .arg(d.join("forced-key.pub"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    // Only the `Host jitsh` block: the `Match user alice` block would add alice's own certificate.
-    let full = std::fs::read_to_string(d.join("ssh_config")).unwrap();
-    let cfg = d.join("ssh_config.forced");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\n  IdentityFile {}\n  CertificateFile {}-cert.pub\n",
-            full.split("\nMatch ").next().unwrap(),
-            key.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let cfg = alice_with(&dev, "forced-key", &["force-command=whoami"]);
     let execs_before = kube_audit(d, "exec").len();
     let o = Command::new("/usr/bin/scp")
         .arg("-F")

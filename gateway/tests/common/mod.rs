@@ -129,3 +129,42 @@ pub fn kube_audit(dir: &Path, subresource: &str) -> Vec<serde_json::Value> {
         .filter(|v| v["objectRef"]["subresource"] == subresource)
         .collect()
 }
+
+/// An ssh_config for a key of alice's certified by the dev CA with `opts` (ssh-keygen's `-O`).
+pub fn alice_with(dev: &Dev, name: &str, opts: &[&str]) -> std::path::PathBuf {
+    let d = &dev.dir;
+    let key = dev.scratch().join(name);
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut sign = Command::new("ssh-keygen");
+    sign.args(["-q", "-s"])
+        .arg(d.join("user_ca"))
+        .args(["-I", "alice", "-n", "alice", "-V", "-1m:+10m"]);
+    for o in opts {
+        sign.args(["-O", o]);
+    }
+    let ok = sign
+        .args(["-O", "extension:groups@jitsh.dev=oncall-payments"])
+        .arg(key.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // Only the `Host jitsh` block: the `Match user alice` block would add alice's own certificate.
+    let full = std::fs::read_to_string(d.join("ssh_config")).unwrap();
+    let cfg = dev.scratch().join(format!("{name}.ssh_config"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n  IdentityFile {}\n  CertificateFile {}-cert.pub\n",
+            full.split("\nMatch ").next().unwrap(),
+            key.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
