@@ -9,6 +9,9 @@ pub enum Edit {
     Nothing,
     /// The line changed: redraw it.
     Redraw,
+    /// A character was typed at the end of the line: show just it (a redraw per keystroke
+    /// would write the whole line again each time, to the terminal and the recording).
+    Echo(char),
     /// Enter: the line (also added to history when not empty).
     Submit(String),
     /// Ctrl-C.
@@ -175,9 +178,10 @@ impl Editor {
         if self.line.len() >= MAX_LINE || c.is_control() {
             return Edit::Nothing;
         }
+        let at_end = self.cursor == self.line.len();
         self.line.insert(self.cursor, c);
         self.cursor += 1;
-        Edit::Redraw
+        if at_end { Edit::Echo(c) } else { Edit::Redraw }
     }
 
     fn delete_at_cursor(&mut self) -> Edit {
@@ -258,7 +262,7 @@ mod tests {
         bytes
             .iter()
             .map(|b| e.feed(*b))
-            .filter(|x| *x != Edit::Nothing && *x != Edit::Redraw)
+            .filter(|x| *x != Edit::Nothing && *x != Edit::Redraw && !matches!(x, Edit::Echo(_)))
             .collect()
     }
 

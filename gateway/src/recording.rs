@@ -29,7 +29,14 @@ pub struct Recorder {
     path: PathBuf,
     started: Instant,
     file: Mutex<Option<std::fs::File>>,
+    /// Bytes written so far (bounded by [`MAX_RECORDING`]).
+    written: std::sync::atomic::AtomicU64,
 }
+
+/// The most one session's recording may hold; beyond it the recording fails, and with it the
+/// session (evidence first), so one session cannot fill the volume everyone's recordings and
+/// audit log may share.
+pub const MAX_RECORDING: u64 = 256 * 1024 * 1024;
 
 /// What the header says about the session.
 #[derive(Debug, Clone)]
@@ -86,6 +93,7 @@ impl Recorder {
             path,
             started: Instant::now(),
             file: Mutex::new(Some(file)),
+            written: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -109,6 +117,19 @@ impl Recorder {
         let f = g
             .as_mut()
             .ok_or_else(|| err(std::io::Error::other("recording closed after an error")))?;
+        let size = line.len() as u64 + 1;
+        if self
+            .written
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(size)
+            > MAX_RECORDING
+        {
+            *g = None;
+            return Err(err(std::io::Error::other(format!(
+                "the session's recording reached its limit of {} MiB",
+                MAX_RECORDING >> 20
+            ))));
+        }
         let r = writeln!(f, "{line}").and_then(|()| f.flush());
         if let Err(e) = r {
             *g = None;

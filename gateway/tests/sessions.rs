@@ -53,7 +53,9 @@ struct Tmux {
 
 impl Tmux {
     fn new(dir: &Path, cmd: &str) -> Tmux {
-        let socket = format!("jitsh-sessions-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("jitsh-sessions-{}-{n}", std::process::id());
         let full = format!("{cmd}; echo SSH-EXIT=$?; sleep 120");
         let ok = Command::new("tmux")
             .args([
@@ -227,6 +229,37 @@ fn filtered_prompt_under_a_terminal() {
             .any(|e| e["event"] == "shell.end" && e["session"] == sid)
     );
     every_exec_was_decided(d);
+}
+
+#[test]
+fn typing_a_long_line_is_recorded_once_not_redrawn_per_key() {
+    let dev = start();
+    let d = &dev.dir;
+    let t = Tmux::new(
+        d,
+        &format!(
+            "/usr/bin/ssh -F {} -tt alice@jitsh payments/api-0",
+            d.join("ssh_config").display()
+        ),
+    );
+    t.wait_for("alice@payments/api-0:app$");
+    let long = "x".repeat(4000);
+    t.keys(&["-l", &long]);
+    t.keys(&["Enter"]);
+    t.wait_for("denied:");
+    t.keys(&["exit", "Enter"]);
+    t.wait_for("SSH-EXIT=");
+    let rec = std::fs::read_dir(d.join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cast"))
+        .expect("a recording");
+    // Each key typed at the end of the line is echoed (one small event), not the whole line
+    // redrawn: 4,000 keys used to record some 8 MB.
+    let size = std::fs::metadata(&rec).unwrap().len();
+    assert!(size < 400 * 1024, "{size} bytes recorded for 4,000 keys");
+    let cast = std::fs::read_to_string(&rec).unwrap();
+    assert!(cast.contains(&long), "the submitted line is recorded");
 }
 
 #[test]

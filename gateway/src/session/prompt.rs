@@ -92,6 +92,10 @@ pub(crate) async fn prompt(
                         match editor.feed(b) {
                             Edit::Nothing => {}
                             Edit::Redraw => ok = show(ctx, rec_ref, &editor.render(&prompt)).await,
+                            Edit::Echo(c) => {
+                                let mut buf = [0u8; 4];
+                                ok = show(ctx, rec_ref, c.encode_utf8(&mut buf).as_bytes()).await;
+                            }
                             Edit::Interrupt => {
                                 ok = show(ctx, rec_ref, b"^C\r\n").await
                                     && show(ctx, rec_ref, &editor.render(&prompt)).await;
