@@ -33,6 +33,9 @@ use crate::limits::SessionSlot;
 use crate::telemetry::{Direction, Outcome};
 pub(crate) use deadline::{Clock, EndReason, Hold, revoked};
 
+/// How long a session whose client has gone may take to finish on its own.
+const GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Exit status of a command the policy denied.
 pub(crate) const DENIED_STATUS: u32 = 126;
 /// Exit status of a session the gateway ended (certificate expiry, limits, idle, shutdown).
@@ -125,10 +128,21 @@ impl Ctx<'_> {
                     .await;
             }
         };
+        // A client that has gone ends the session — after a moment, so work that ends with the
+        // channel anyway (a transfer, its end event) still finishes. sftp and forwards read
+        // their channel to its end themselves, and a client's close is their normal end.
+        let gone = async {
+            if self.via == "exec" {
+                self.gone.cancelled().await;
+                tokio::time::sleep(GONE_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             out = work => Ok(out),
             reason = self.clock.expired(self.gw, warn) => Err(reason),
-            () = self.gone.cancelled() => Err(EndReason::ClientGone),
+            () = gone => Err(EndReason::ClientGone),
         }
     }
 

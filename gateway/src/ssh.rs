@@ -139,6 +139,7 @@ pub async fn serve(
             session_id: session_id.clone(),
             authed: authed.clone(),
             plain_key_user: plain_key_user.clone(),
+            rejected: false,
             span: span.clone(),
         };
         let config = config.clone();

@@ -326,3 +326,30 @@ fn a_revoked_certificate_ends_its_whole_connection() {
     let o = whoami();
     assert_ne!(o.status.code(), Some(0), "{}", text(&o.stdout));
 }
+
+#[test]
+fn connections_that_never_authenticate_count_against_their_address() {
+    use std::io::{Read, Write};
+    let dev = start_dev();
+    let d = &dev.dir;
+    let port: u16 = std::fs::read_to_string(d.join("ssh_config"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Port "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The DHEat pattern: connect, exchange versions, leave — as many as the lockout allows
+    // (10 per minute in dev mode), each one counted when it ends.
+    for _ in 0..10 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"SSH-2.0-probe\r\n").unwrap();
+        let mut banner = [0u8; 8];
+        s.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"SSH-2.0-");
+    }
+    // Now the address is refused at the door, even with a good certificate.
+    eventually("the address is locked out", || {
+        ssh(d, "alice", "whoami", b"").status.code() == Some(255)
+    });
+}

@@ -67,3 +67,19 @@ pub(super) fn certificate(
         }
     }
 }
+
+impl Drop for super::handler::Conn {
+    fn drop(&mut self) {
+        // A connection that leaves without trying to authenticate (connect, key exchange, go:
+        // the DHEat pattern, or a pre-auth timeout) counts against its address like a failed
+        // attempt, as sshd's PerSourcePenalties do; the lockout then refuses its next ones.
+        let offered_plain = self
+            .plain_key_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if self.identity.is_none() && !self.rejected && !offered_plain {
+            auth_failed(&self.gw, self.peer.ip(), "no_auth");
+        }
+    }
+}

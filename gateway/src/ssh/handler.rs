@@ -27,6 +27,8 @@ pub(super) struct Conn {
     /// when the certificate is revoked).
     pub(super) authed: Arc<std::sync::OnceLock<Arc<VerifiedIdentity>>>,
     pub(super) plain_key_user: Arc<Mutex<Option<String>>>,
+    /// A certificate was offered and refused (already counted against the address).
+    pub(super) rejected: bool,
     /// The connection's span (russh runs the handler in a task of its own).
     pub(super) span: tracing::Span,
 }
@@ -65,22 +67,21 @@ impl russh::server::Handler for Conn {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        match super::auth::certificate(
+        let Some(id) = super::auth::certificate(
             &self.gw,
             self.peer,
             &self.session_id,
             &self.span,
             user,
             certificate,
-        ) {
-            Some(id) => {
-                let id = Arc::new(id);
-                let _ = self.authed.set(id.clone());
-                self.identity = Some(id);
-                Ok(Auth::Accept)
-            }
-            None => Ok(Auth::reject()),
-        }
+        ) else {
+            self.rejected = true;
+            return Ok(Auth::reject());
+        };
+        let id = Arc::new(id);
+        let _ = self.authed.set(id.clone());
+        self.identity = Some(id);
+        Ok(Auth::Accept)
     }
 
     async fn channel_open_session(
