@@ -112,6 +112,9 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
             };
         }
         "logs" => return parse_logs(rest),
+        w if let Some((_, why)) = UNSUPPORTED.iter().find(|(p, _)| *p == w) => {
+            return Err(IntentError((*why).to_owned()));
+        }
         "scp" => return parse_scp(rest),
         "break-glass" => return parse_break_glass(rest),
         "attach" => {
@@ -140,6 +143,32 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
         line: line.to_owned(),
     })
 }
+
+/// Programs people (and their tools: `rsync -e ssh`, scripts) send as the whole command, with
+/// what to use instead — rather than "pod rsync not found". A pod of one of these names is
+/// still reached with its namespace (`default/sh`).
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "rsync",
+        "rsync is not supported through the gateway; use scp or sftp (the file tree is read-only)",
+    ),
+    (
+        "sudo",
+        "sudo is not available: commands run in the pod as its container's user, decided by the policy for you; try 'help'",
+    ),
+    (
+        "sh",
+        "no shell is offered: give a target and a command ('payments/api-0 -- ps aux'), or a target alone for the filtered prompt; try 'help'",
+    ),
+    (
+        "bash",
+        "no shell is offered: give a target and a command ('payments/api-0 -- ps aux'), or a target alone for the filtered prompt; try 'help'",
+    ),
+    (
+        "kubectl",
+        "kubectl does not run through the gateway: it already acts through the Kubernetes API as you; give a target and a command, or use 'pods' and 'logs'",
+    ),
+];
 
 const BREAK_GLASS_USAGE: &str =
     "usage: break-glass [namespace/]pod[/container] --incident ID --reason \"TEXT\"";
@@ -421,5 +450,27 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unsupported_programs_say_what_to_use_instead() {
+        for (line, want) in [
+            ("rsync --server -vlogDtpre.iLsfxC . /tmp", "use scp or sftp"),
+            ("sudo ls", "sudo is not available"),
+            ("sh -c id", "no shell is offered"),
+            ("bash", "no shell is offered"),
+            (
+                "kubectl get pods",
+                "kubectl does not run through the gateway",
+            ),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.to_string().contains(want), "{line}: {e}");
+        }
+        // A pod of such a name is still reachable with its namespace.
+        assert!(matches!(
+            parse("default/sh -- ps aux"),
+            Ok(Intent::Exec { .. })
+        ));
     }
 }

@@ -252,6 +252,14 @@ fn gateway_words_and_large_output() {
     let d = &dev.dir;
 
     // whoami: identity, groups, certificate, and what the policy grants
+    // What the gateway does not do says what to use instead (not "pod rsync not found").
+    let o = ssh(d, "alice", "rsync --server -vlogDtpre.iLsfxC . /tmp/x", b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("rsync is not supported through the gateway; use scp or sftp"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = ssh(d, "alice", "whoami", b"");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let w = text(&o.stdout);
