@@ -122,6 +122,19 @@ fn invalid_configurations_are_refused_before_binding() {
         .unwrap();
     let err = text(&o.stderr);
     assert!(err.contains("hostKey:") && err.contains("policy:"), "{err}");
+    // --listen beside --config is an error, not silently ignored (the file's listen wins).
+    let o = Command::new(JITSH)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("cannot be used with '--listen"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// A configured gateway on kube-sim; the gateway is stopped before kube-sim.

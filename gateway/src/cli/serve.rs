@@ -20,8 +20,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: SocketAddr,
-    /// Configuration file (see docs/configuration.md).
-    #[arg(long, conflicts_with_all = ["dev", "dev_dir"])]
+    /// Configuration file (see docs/configuration.md); its `listen` is the address.
+    #[arg(long, conflicts_with_all = ["dev", "dev_dir", "listen"])]
     pub config: Option<PathBuf>,
     /// The gateway's own log on stderr: `text` or `json` (one object per line).
     #[arg(long, value_enum, env = "JITSH_LOG_FORMAT", default_value = "text")]
