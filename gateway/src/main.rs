@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use jitsh_gateway::cli;
 
 /// jitsh — a just-in-time SSH gateway for production debugging on Kubernetes.
@@ -30,6 +30,13 @@ enum Command {
     Audit(cli::audit::AuditCommand),
     /// Run the SSH gateway (`--dev` for the self-contained development mode).
     Serve(cli::serve::ServeArgs),
+    /// Print the shell completion script for `bash`, `zsh` or `fish` (see docs/cli.md).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output (see docs/cli.md).
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -49,5 +56,18 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => cli::policy::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "jitsh", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("jitsh: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
