@@ -99,6 +99,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) gone: &'a CancellationToken,
     /// `exec`, `sftp`, `portforward`: named in the end event.
     pub(crate) via: &'static str,
+    /// The channel has a terminal: lines end in `\r\n` (raw mode), else in `\n`.
+    pub(crate) tty: bool,
 }
 
 /// Ends the channel as sshd does: exit status, EOF, close.
@@ -109,9 +111,15 @@ pub(crate) async fn close(write: &Writer, code: u32) {
 }
 
 /// One `jitsh: …` line on stderr.
-pub(crate) async fn say(write: &Writer, line: &str) {
+/// The end of a line the client sees: `\r\n` on a terminal (raw mode), `\n` without one.
+pub(crate) fn eol(tty: bool) -> &'static str {
+    if tty { "\r\n" } else { "\n" }
+}
+
+/// One `jitsh: …` line on stderr (`tty`: the channel has a terminal).
+pub(crate) async fn say(write: &Writer, line: &str, tty: bool) {
     let _ = write
-        .extended_data_bytes(1, format!("jitsh: {line}\r\n"))
+        .extended_data_bytes(1, format!("jitsh: {line}{}", eol(tty)))
         .await;
 }
 
@@ -121,10 +129,15 @@ impl Ctx<'_> {
     pub(crate) async fn race<T>(&self, work: impl Future<Output = T>) -> Result<T, EndReason> {
         let write = self.write;
         let terminal = self.via != "portforward";
+        let (lead, end) = if self.tty {
+            ("\r\n", "\r\n")
+        } else {
+            ("", "\n")
+        };
         let warn = |line: String| async move {
             if terminal {
                 let _ = write
-                    .extended_data_bytes(1, format!("\r\njitsh: {line}\r\n"))
+                    .extended_data_bytes(1, format!("{lead}jitsh: {line}{end}"))
                     .await;
             }
         };
@@ -163,7 +176,14 @@ impl Ctx<'_> {
         if self.via != "portforward" {
             let _ = self
                 .write
-                .extended_data_bytes(1, format!("\r\njitsh: session closed: {reason}\r\n"))
+                .extended_data_bytes(
+                    1,
+                    format!(
+                        "{}jitsh: session closed: {reason}{}",
+                        if self.tty { "\r\n" } else { "" },
+                        eol(self.tty)
+                    ),
+                )
                 .await;
         }
         tracing::info!(reason = %reason, label = reason.label(), "session ended by the gateway");
@@ -181,10 +201,10 @@ impl Ctx<'_> {
         if self.merged.load(Ordering::Relaxed) {
             let _ = self
                 .write
-                .data_bytes(format!("jitsh: {line}\r\n").into_bytes())
+                .data_bytes(format!("jitsh: {line}{}", eol(self.tty)).into_bytes())
                 .await;
         } else {
-            say(self.write, line).await;
+            say(self.write, line, self.tty).await;
         }
     }
 

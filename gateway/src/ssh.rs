@@ -305,6 +305,11 @@ async fn connection(
                     .get()
                     .is_some_and(|id| crate::session::revoked(gw, id.serial(), id.key_id()))
                 {
+                    // Its sessions end first, each with its line; then the connection.
+                    tokio::select! {
+                        _ = &mut running => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                     tracing::info!(%peer, "connection closed: its certificate was revoked");
                     break "jitsh: your certificate was revoked";
                 }

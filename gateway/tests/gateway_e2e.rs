@@ -255,6 +255,15 @@ fn gateway_words_and_large_output() {
     // What the gateway does not do says what to use instead (not "pod rsync not found").
     let o = ssh(d, "alice", "rsync --server -vlogDtpre.iLsfxC . /tmp/x", b"");
     assert_eq!(o.status.code(), Some(2));
+    // Without a terminal, the gateway's lines end in a plain newline (no stray \r for scripts).
+    assert!(!o.stderr.contains(&b'\r'), "{:?}", text(&o.stderr));
+    let denied = ssh(d, "alice", "payments/api-0 -- rm -rf /", b"");
+    assert_eq!(denied.status.code(), Some(126));
+    assert!(
+        !denied.stderr.contains(&b'\r'),
+        "{:?}",
+        text(&denied.stderr)
+    );
     assert!(
         text(&o.stderr).contains("rsync is not supported through the gateway; use scp or sftp"),
         "{}",

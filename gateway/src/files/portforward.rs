@@ -107,6 +107,7 @@ pub(crate) async fn run(
         clock: live.clock(),
         gone: live.gone(),
         via: "portforward",
+        tty: false,
     };
     let cid = CommandId::new();
     let mut ev = Event {

@@ -77,13 +77,13 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
         ..ctx.event(&cid)
     };
     if let Err(e) = ctx.gw.audit_first("sftp.start", &ev) {
-        say(ctx.write, &e.to_string()).await;
+        say(ctx.write, &e.to_string(), false).await;
         return 1;
     }
     let files = match Files::new(ctx, "sftp", &cid) {
         Ok(f) => f,
         Err(e) => {
-            say(ctx.write, &e.to_string()).await;
+            say(ctx.write, &e.to_string(), false).await;
             return 1;
         }
     };
@@ -131,7 +131,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, mut read: russh::ChannelReadHalf) -> u3
         ctx.clock.touch();
     };
     if let Some(msg) = &end {
-        say(ctx.write, msg).await;
+        say(ctx.write, msg, false).await;
     }
     for (_, h) in s.handles.drain() {
         if let Opened::File(f) = h {
@@ -204,7 +204,7 @@ impl Session<'_> {
                     && self.said.len() < MAX_SAID
                     && self.said.insert(e.to_string())
                 {
-                    say(ctx.write, &e.to_string()).await;
+                    say(ctx.write, &e.to_string(), false).await;
                 }
                 Reply::Packet(status(id, code, &format!("jitsh: {e}")))
             }

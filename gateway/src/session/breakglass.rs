@@ -94,8 +94,9 @@ pub(crate) async fn break_glass(
             ),
         );
     }
+    let eol = super::eol(ctx.tty);
     let banner = format!(
-        "jitsh: BREAK-GLASS shell on {}/{}/{} for {} — incident {} — until {until_text}.\r\njitsh: everything in this session is recorded and will be reviewed.\r\n",
+        "jitsh: BREAK-GLASS shell on {}/{}/{} for {} — incident {} — until {until_text}.{eol}jitsh: everything in this session is recorded and will be reviewed.{eol}",
         resolved.namespace,
         resolved.pod,
         resolved.container,

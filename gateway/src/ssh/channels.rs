@@ -62,6 +62,11 @@ impl Channels {
         self.ptys.insert(channel, tty);
     }
 
+    /// Whether the channel asked for a terminal.
+    pub(super) fn has_pty(&self, channel: ChannelId) -> bool {
+        self.ptys.contains_key(&channel)
+    }
+
     /// The terminal a channel asked for, and the receiver of its resizes.
     pub(super) fn terminal(
         &mut self,

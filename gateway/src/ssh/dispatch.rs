@@ -30,7 +30,13 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    fn ctx<'a>(&'a self, live: &'a Live, write: &'a session::Writer, via: &'static str) -> Ctx<'a> {
+    fn ctx<'a>(
+        &'a self,
+        live: &'a Live,
+        write: &'a session::Writer,
+        via: &'static str,
+        tty: bool,
+    ) -> Ctx<'a> {
         Ctx {
             merged: AtomicBool::new(false),
             gw: &self.gw,
@@ -41,18 +47,20 @@ impl Conn {
             clock: live.clock(),
             gone: live.gone(),
             via,
+            tty,
         }
     }
 }
 
 /// A shell request with no target: one line of usage.
-pub(super) fn no_target(ch: Channel<Msg>, span: tracing::Span) {
+pub(super) fn no_target(ch: Channel<Msg>, tty: bool, span: tracing::Span) {
     tokio::spawn(
         async move {
             let (_read, write) = ch.split();
             session::say(
                 &write,
                 "give a target and a command, e.g. 'ssh jitsh payments/api-0 -- ps aux', or 'ssh jitsh help'",
+                tty,
             )
             .await;
             session::close(&write, 2).await;
@@ -79,16 +87,23 @@ pub(super) fn exec(
     };
     let span = conn.span.clone();
     tokio::spawn(
-        session(conn, ch, gone, "exec", async move |ctx, read| match &text {
-            Ok(t) => route(ctx, t, tty, resize, read).await,
-            Err(at) => {
-                ctx.say(&format!(
-                    "refused: the command line is not UTF-8 (byte {at})"
-                ))
-                .await;
-                2
-            }
-        })
+        session(
+            conn,
+            ch,
+            gone,
+            "exec",
+            tty.is_some(),
+            async move |ctx, read| match &text {
+                Ok(t) => route(ctx, t, tty, resize, read).await,
+                Err(at) => {
+                    ctx.say(&format!(
+                        "refused: the command line is not UTF-8 (byte {at})"
+                    ))
+                    .await;
+                    2
+                }
+            },
+        )
         .instrument(span),
     );
 }
@@ -100,16 +115,17 @@ async fn session(
     ch: Channel<Msg>,
     gone: CancellationToken,
     via: &'static str,
+    tty: bool,
     work: impl AsyncFnOnce(&Ctx<'_>, russh::ChannelReadHalf) -> u32,
 ) {
     let (read, write) = ch.split();
     let code = match Live::open(&conn.gw, &conn.id, gone) {
         Err(msg) => {
-            session::say(&write, &msg).await;
+            session::say(&write, &msg, tty).await;
             1
         }
         Ok(live) => {
-            let ctx = conn.ctx(&live, &write, via);
+            let ctx = conn.ctx(&live, &write, via, tty);
             ctx.until_end(work(&ctx, read)).await
         }
     };
@@ -120,7 +136,7 @@ async fn session(
 pub(super) fn sftp(conn: Conn, ch: Channel<Msg>, gone: CancellationToken) {
     let span = conn.span.clone();
     tokio::spawn(
-        session(conn, ch, gone, "sftp", async |ctx, read| {
+        session(conn, ch, gone, "sftp", false, async |ctx, read| {
             crate::files::sftp_session(ctx, read).await
         })
         .instrument(span),

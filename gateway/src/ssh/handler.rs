@@ -173,7 +173,8 @@ impl russh::server::Handler for Conn {
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         if let Some(ch) = self.channels.take(channel) {
-            dispatch::no_target(ch, self.span.clone());
+            let tty = self.channels.has_pty(channel);
+            dispatch::no_target(ch, tty, self.span.clone());
         }
         Ok(())
     }
