@@ -60,9 +60,10 @@ pub struct Header<'a> {
 }
 
 impl Recorder {
-    /// Creates `<dir>/<session>.cast` and writes the header.
+    /// Creates `<dir>/<time>_<user>_<namespace>-<pod>_<session>.cast` (a name people can find:
+    /// `2026-12-03T14-02-11Z_alice_payments-api-0_<id>.cast`) and writes the header.
     pub fn create(dir: &Path, h: &Header<'_>) -> Result<Arc<Self>, RecordingError> {
-        let path = dir.join(format!("{}.cast", h.session));
+        let path = dir.join(file_name(h, std::time::SystemTime::now()));
         let err = |source| RecordingError {
             path: path.display().to_string(),
             source,
@@ -186,6 +187,37 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Recorded<W> {
     }
 }
 
+/// The recording's file name: UTC time (`:` as `-`), user, `namespace-pod`, session id; every
+/// part kept to file-name-safe characters.
+fn file_name(h: &Header<'_>, now: std::time::SystemTime) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-.".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    let time = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(':', "-");
+    let mut place = h.target.splitn(3, '/');
+    let (ns, pod) = (
+        place.next().unwrap_or_default(),
+        place.next().unwrap_or_default(),
+    );
+    format!(
+        "{time}_{}_{}-{}_{}.cast",
+        safe(h.user),
+        safe(ns),
+        safe(pod),
+        safe(h.session)
+    )
+}
+
 /// Creates `dir` (and its missing parents) readable by the gateway's user only (0700): the
 /// recordings and audit logs hold what users typed and saw.
 pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
@@ -218,7 +250,7 @@ mod tests {
         r.event("r", "120x40").unwrap();
         r.event("m", "allow ps aux").unwrap();
         r.finish();
-        let text = std::fs::read_to_string(dir.path().join("s1.cast")).unwrap();
+        let text = std::fs::read_to_string(r.path()).unwrap();
         let mut lines = text.lines();
         let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(header["version"], 2);
@@ -233,7 +265,19 @@ mod tests {
             })
             .collect();
         assert_eq!(codes, ["o", "i", "r", "m"]);
-        // a second recording with the same session id is refused, never overwritten
-        assert!(Recorder::create(dir.path(), &h).is_err());
+        // A name people can find: time, user, target, session.
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_306_531);
+        assert_eq!(
+            file_name(&h, at),
+            "2026-12-03T14-02-11Z_alice_payments-api-0_s1.cast"
+        );
+        let odd = Header {
+            user: "a/../b",
+            ..h.clone()
+        };
+        assert_eq!(
+            file_name(&odd, at),
+            "2026-12-03T14-02-11Z_a-..-b_payments-api-0_s1.cast"
+        );
     }
 }

@@ -230,6 +230,12 @@ fn audit_logs_and_recordings_are_private() {
     assert!(!recordings.is_empty());
     for r in recordings {
         assert_eq!(mode(&r), 0o600, "{}", r.display());
+        // A name people can find: UTC time, user, target, session.
+        let name = r.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            name.starts_with("20") && name.contains("Z_alice_payments-api-0_"),
+            "{name}"
+        );
     }
 }
 
