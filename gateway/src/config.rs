@@ -122,6 +122,8 @@ pub struct LimitsConfig {
     /// On SIGTERM, how long running commands may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// The most one session's recording may hold; past it the session ends.
+    pub max_recording_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -135,6 +137,7 @@ impl Default for LimitsConfig {
             max_sessions_per_user: 20,
             idle_timeout: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(30),
+            max_recording_bytes: crate::recording::MAX_RECORDING,
         }
     }
 }

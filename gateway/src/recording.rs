@@ -29,13 +29,14 @@ pub struct Recorder {
     path: PathBuf,
     started: Instant,
     file: Mutex<Option<std::fs::File>>,
-    /// Bytes written so far (bounded by [`MAX_RECORDING`]).
+    /// Bytes written so far, and the most this recording may hold.
     written: std::sync::atomic::AtomicU64,
+    max: u64,
 }
 
-/// The most one session's recording may hold; beyond it the recording fails, and with it the
-/// session (evidence first), so one session cannot fill the volume everyone's recordings and
-/// audit log may share.
+/// The most one session's recording may hold by default (`limits.maxRecordingBytes`); beyond
+/// it the recording fails, and with it the session (evidence first), so one session cannot fill
+/// the volume everyone's recordings and audit log may share.
 pub const MAX_RECORDING: u64 = 256 * 1024 * 1024;
 
 /// What the header says about the session.
@@ -62,7 +63,7 @@ pub struct Header<'a> {
 impl Recorder {
     /// Creates `<dir>/<time>_<user>_<namespace>-<pod>_<session>.cast` (a name people can find:
     /// `2026-12-03T14-02-11Z_alice_payments-api-0_<id>.cast`) and writes the header.
-    pub fn create(dir: &Path, h: &Header<'_>) -> Result<Arc<Self>, RecordingError> {
+    pub fn create(dir: &Path, h: &Header<'_>, max: u64) -> Result<Arc<Self>, RecordingError> {
         let path = dir.join(file_name(h, std::time::SystemTime::now()));
         let err = |source| RecordingError {
             path: path.display().to_string(),
@@ -95,6 +96,7 @@ impl Recorder {
             started: Instant::now(),
             file: Mutex::new(Some(file)),
             written: std::sync::atomic::AtomicU64::new(0),
+            max,
         }))
     }
 
@@ -123,12 +125,12 @@ impl Recorder {
             .written
             .fetch_add(size, std::sync::atomic::Ordering::Relaxed)
             .saturating_add(size)
-            > MAX_RECORDING
+            > self.max
         {
             *g = None;
             return Err(err(std::io::Error::other(format!(
-                "the session's recording reached its limit of {} MiB",
-                MAX_RECORDING >> 20
+                "the session's recording reached its limit of {} bytes",
+                self.max
             ))));
         }
         let r = writeln!(f, "{line}").and_then(|()| f.flush());
@@ -244,7 +246,7 @@ mod tests {
             rule: "oncall-read",
             kind: "shell",
         };
-        let r = Recorder::create(dir.path(), &h).unwrap();
+        let r = Recorder::create(dir.path(), &h, MAX_RECORDING).unwrap();
         r.output(b"hello\r\n").unwrap();
         r.event("i", "ps aux\r").unwrap();
         r.event("r", "120x40").unwrap();

@@ -359,3 +359,78 @@ fn connections_that_never_authenticate_count_against_their_address() {
         ssh(d, "alice", "whoami", b"").status.code() == Some(255)
     });
 }
+
+#[test]
+fn break_glass_ends_when_its_input_cannot_be_recorded() {
+    use common::config::{env, start, write_config};
+    use std::io::{BufRead, BufReader, Write};
+    let e = env(
+        "apiVersion: jitsh.dev/v1alpha1\nkind: Policy\nrules:\n  - name: sre-break-glass\n    groups: [sre]\n    targets: [{namespaces: [payments]}]\n    modes: [break-glass]\n    breakGlass: {maxDuration: 10m}\n",
+    );
+    let d = &e.dir;
+    let config = write_config(d, ", maxRecordingBytes: 4096");
+    let _gw = start(d, &config);
+    let mut c = Command::new("timeout")
+        .args(["-s", "KILL", "120", "/usr/bin/ssh", "-F"])
+        .arg(d.join("ssh_config"))
+        .arg("-i")
+        .arg(d.join("carol"))
+        .args([
+            "carol@jitsh",
+            "break-glass payments/api-0 --incident INC-1 --reason 'recording test'",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let stdout = c.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    writeln!(stdin, "touch /var/log/recorded-mark; echo started").unwrap();
+    let started = rx.iter().find(|l| l == "started").is_some();
+    assert!(started, "the shell never answered");
+    // One line bigger than what the recording may still hold: it cannot be recorded, so it
+    // must not reach the shell.
+    writeln!(
+        stdin,
+        "echo {}; touch /var/log/unrecorded-mark; echo MARK-$((40+2))",
+        "x".repeat(5000)
+    )
+    .unwrap();
+    let o = c.wait_with_output().unwrap();
+    drop(stdin);
+    let seen = reader.join().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(255), "{err}");
+    assert!(err.contains("recording reached its limit"), "{err}");
+    assert!(!seen.contains("MARK-42"), "an unrecorded line ran: {seen}");
+    let ends: Vec<serde_json::Value> = jsonl(&d.join("audit.jsonl"))
+        .into_iter()
+        .filter(|e| e["event"] == "session.end" && e["code"] == "recording-failed")
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+    // In the pod (as admin): the recorded line ran, the unrecorded one never did.
+    let exists = |f: &str| {
+        let o = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(d.join("kubeconfig"))
+            .args([
+                "exec", "-n", "payments", "api-0", "-c", "app", "--", "ls", f,
+            ])
+            .output()
+            .unwrap();
+        o.status.success()
+    };
+    assert!(exists("/var/log/recorded-mark"));
+    assert!(!exists("/var/log/unrecorded-mark"));
+}

@@ -6,7 +6,7 @@ use jitsh_broker_policy::Policy;
 use tokio::sync::mpsc;
 
 use super::Ctx;
-use super::terminal::{conclude, open, open_recording, pump_stdin};
+use super::terminal::{conclude, open, open_recording, pump_stdin, while_recorded};
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
 use crate::kube::exec::Tty;
@@ -41,9 +41,14 @@ pub(crate) async fn attach(
     ctx.clock
         .tighten(permit.limits().max_session, permit.limits().idle_timeout);
     let started = Instant::now();
-    let (stdin_r, pump) = pump_stdin(ctx, read, rec.clone());
+    let (stdin_r, mut pump) = pump_stdin(ctx, read, rec.clone());
     let streams = ctx.streams(tty, Some(resize), stdin_r, rec.as_ref());
-    let res = crate::kube::exec::attach(&opened.k, permit, streams).await;
+    let res = while_recorded(
+        ctx,
+        &mut pump,
+        crate::kube::exec::attach(&opened.k, permit, streams),
+    )
+    .await;
     pump.abort();
     conclude(ctx, res, rec.as_ref(), None, ev, started, "attach.end").await
 }

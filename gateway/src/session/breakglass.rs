@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use jitsh_broker_policy::BreakGlassAsk;
 use tokio::sync::mpsc;
 
-use super::terminal::{conclude, open, open_recording, pump_stdin};
+use super::terminal::{conclude, open, open_recording, pump_stdin, while_recorded};
 use super::{Ctx, EndReason};
 use crate::audit::Event;
 use crate::ids::CommandId;
@@ -111,9 +111,14 @@ pub(crate) async fn break_glass(
         let _ = r.output(banner.as_bytes());
     }
     let started = Instant::now();
-    let (stdin_r, pump) = pump_stdin(ctx, read, rec.clone());
+    let (stdin_r, mut pump) = pump_stdin(ctx, read, rec.clone());
     let streams = ctx.streams(tty, Some(resize), stdin_r, rec.as_ref());
-    let res = crate::kube::exec::run_break_glass(&opened.k, permit, streams).await;
+    let res = while_recorded(
+        ctx,
+        &mut pump,
+        crate::kube::exec::run_break_glass(&opened.k, permit, streams),
+    )
+    .await;
     pump.abort();
     conclude(
         ctx,

@@ -32,6 +32,8 @@ pub(crate) enum EndReason {
     NoLongerAllowed(String),
     /// The client closed the channel or dropped the connection.
     ClientGone,
+    /// The session's recording cannot be written (evidence first: the session ends).
+    RecordingFailed(String),
 }
 
 impl EndReason {
@@ -46,6 +48,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::NoLongerAllowed(_) => "policy-changed",
             EndReason::ClientGone => "client-gone",
+            EndReason::RecordingFailed(_) => "recording-failed",
         }
     }
 }
@@ -65,6 +68,7 @@ impl fmt::Display for EndReason {
                 write!(f, "the policy no longer allows this ({why})")
             }
             EndReason::ClientGone => f.write_str("the client went away"),
+            EndReason::RecordingFailed(why) => write!(f, "{why}"),
         }
     }
 }

@@ -97,6 +97,7 @@ pub(crate) fn open_recording(
             rule,
             kind,
         },
+        ctx.gw.settings().limits.max_recording_bytes,
     )
     .map(Some)
     .map_err(|e| format!("refused: {e}"))
@@ -179,24 +180,47 @@ pub(crate) async fn conclude(
     code
 }
 
-/// Copies the channel's input to a pipe for a shell or attach, recording it as `i` events.
+/// Copies the channel's input to a pipe for a shell or attach, recording it as `i` events. The
+/// task ends with the reason if an input cannot be recorded: nothing unrecorded reaches the pod.
 pub(crate) fn pump_stdin(
     ctx: &Ctx<'_>,
     read: russh::ChannelReadHalf,
     rec: Option<Arc<Recorder>>,
-) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<Option<String>>,
+) {
     let (stdin_r, mut stdin_w) = tokio::io::duplex(64 * 1024);
     let mut input = reader(ctx, read);
     let pump = tokio::spawn(async move {
         while let Some(Input::Data(bytes)) = input.recv().await {
-            if let Some(r) = &rec {
-                let _ = r.event("i", &String::from_utf8_lossy(&bytes));
+            if let Some(r) = &rec
+                && let Err(e) = r.event("i", &String::from_utf8_lossy(&bytes))
+            {
+                return Some(e.to_string());
             }
             if stdin_w.write_all(&bytes).await.is_err() {
                 break;
             }
         }
         let _ = stdin_w.shutdown().await;
+        None
     });
     (stdin_r, pump)
+}
+
+/// Runs a recorded shell or attach until it ends, or until its input cannot be recorded — then
+/// the session ends at once with that reason (a shell must not run what the recording misses).
+pub(crate) async fn while_recorded(
+    ctx: &Ctx<'_>,
+    pump: &mut tokio::task::JoinHandle<Option<String>>,
+    work: impl Future<Output = Result<u32, KubeError>>,
+) -> Result<u32, KubeError> {
+    tokio::select! {
+        res = work => res,
+        Ok(Some(why)) = pump => {
+            ctx.ended(&super::EndReason::RecordingFailed(why)).await;
+            Ok(super::ENDED_STATUS)
+        }
+    }
 }
