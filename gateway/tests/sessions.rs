@@ -175,7 +175,19 @@ fn filtered_prompt_under_a_terminal() {
     eventually("the sleep started", || {
         runs("sleep", "command.allowed") == 1
     });
-    // Ctrl-C reaches the command through its terminal, in order, whenever its exec starts.
+    // The terminal turns Ctrl-C into SIGINT for its foreground process: wait until the sleep
+    // really runs in the pod (seen by `ps` as admin), or the key would find no one to signal.
+    eventually("the sleep runs in the pod", || {
+        let o = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(d.join("kubeconfig"))
+            .args([
+                "exec", "-n", "payments", "api-0", "-c", "app", "--", "ps", "-eo", "args",
+            ])
+            .output()
+            .unwrap();
+        text(&o.stdout).lines().any(|l| l.trim() == "sleep 300")
+    });
     line(&["C-c"], "sleep 300");
     assert_eq!(runs("sleep", "command.exit"), 1);
     line(&["wc -l /var/log/app.log", "Enter"], "/var/log/app.log");
