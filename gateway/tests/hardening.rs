@@ -142,74 +142,64 @@ fn x11_forwarding_is_refused_out_loud() {
 fn permit_extensions_are_honoured() {
     let dev = start_dev();
     let d = &dev.dir;
+    // `ssh -F CFG -o LogLevel=INFO ARGS…` with stdin closed: its status and stderr.
+    let run = |cfg: &Path, args: &[&str]| {
+        let o = Command::new("/usr/bin/ssh")
+            .arg("-F")
+            .arg(cfg)
+            .args(["-o", "LogLevel=INFO"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o.stderr))
+    };
+    let tty = ["-tt", "alice@jitsh", "payments/api-0 -- date"];
+    let forward = ["-W", "payments/api-0:8080", "alice@jitsh"];
     // `-O clear`: no permit-pty, no permit-port-forwarding (nor agent, X11, user-rc).
-    let cfg = alice_with(&dev, "cleared", &["clear"]);
-    let o = Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(&cfg)
-        .args([
-            "-o",
-            "LogLevel=INFO",
-            "-tt",
-            "alice@jitsh",
-            "payments/api-0 -- date",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let cleared = alice_with(&dev, "cleared", &["clear"]);
+    let (code, err) = run(&cleared, &tty);
     // OpenSSH treats a refused terminal it asked for explicitly as fatal.
-    assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("PTY allocation request failed"),
-        "{}",
-        text(&o.stderr)
-    );
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("PTY allocation request failed"), "{err}");
     let before = common::kube_audit(d, "portforward").len();
-    let o = Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(&cfg)
-        .args([
-            "-o",
-            "LogLevel=INFO",
-            "-W",
-            "payments/api-0:8080",
-            "alice@jitsh",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_ne!(o.status.code(), Some(0));
-    assert!(
-        text(&o.stderr).contains("does not permit port forwarding"),
-        "{}",
-        text(&o.stderr)
-    );
+    let (code, err) = run(&cleared, &forward);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("does not permit port forwarding"), "{err}");
     assert_eq!(common::kube_audit(d, "portforward").len(), before);
-    // The same grants with the extensions: a terminal, and the forward.
-    let cfg = alice_with(
+    // The same grants with the extensions: a terminal, and the forward reaches the pod.
+    let permitted = alice_with(
         &dev,
         "permitted",
         &["clear", "permit-pty", "permit-port-forwarding"],
     );
-    let o = Command::new("/usr/bin/ssh")
+    let (code, err) = run(&permitted, &tty);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("PTY allocation request failed"), "{err}");
+    let mut w = Command::new("/usr/bin/ssh")
         .arg("-F")
-        .arg(&cfg)
-        .args([
-            "-o",
-            "LogLevel=INFO",
-            "-tt",
-            "alice@jitsh",
-            "payments/api-0 -- date",
-        ])
-        .stdin(Stdio::null())
-        .output()
+        .arg(&permitted)
+        .args(forward)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    {
+        use std::io::Write;
+        w.stdin
+            .take()
+            .unwrap()
+            .write_all(b"GET /p HTTP/1.0\r\n\r\n")
+            .unwrap();
+    }
+    let o = w.wait_with_output().unwrap();
     assert!(
-        !text(&o.stderr).contains("PTY allocation request failed"),
+        text(&o.stdout).contains("kube-sim app on api-0: GET /p"),
         "{}",
         text(&o.stderr)
     );
+    assert_eq!(common::kube_audit(d, "portforward").len(), before + 1);
 }
 
 #[test]
