@@ -17,6 +17,7 @@ pub use policy::permit::{
     Recheck, ShellPermit,
 };
 pub use policy::{
-    Action, Approval, BreakGlass, BreakGlassAsk, Decision, Effect, Grant, Limits, Mode, Policy,
-    PolicyError, PolicyErrors, Request, Rule, Subject, Target,
+    Action, Approval, ApprovalRefused, Approvals, AutoApprove, BreakGlass, BreakGlassAsk, Decision,
+    Effect, Grant, Limits, Mode, Policy, PolicyError, PolicyErrors, Principal, Request, Rule,
+    Subject, Target,
 };

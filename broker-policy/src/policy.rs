@@ -16,7 +16,9 @@ use globset::GlobMatcher;
 use crate::command_line::CommandLine;
 use crate::pattern::{PathGlob, Pattern};
 
+mod approval;
 mod grants;
+pub use approval::{ApprovalRefused, Approvals, Principal};
 pub use grants::Grant;
 
 /// One policy error with its position.
@@ -132,10 +134,21 @@ impl Default for Limits {
 /// Approval settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
-    /// How many approvers.
+    /// How many distinct approvers.
     pub approvers: u32,
     /// From which groups (never the requester).
     pub from: Vec<String>,
+    /// When a request needs no one: recorded as auto-approved with the condition that matched.
+    pub auto_approve: AutoApprove,
+}
+
+/// `autoApprove`: conditions under which a request is approved as soon as it is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutoApprove {
+    /// The requester is a member of one of these groups.
+    pub groups: Vec<String>,
+    /// The request names an incident.
+    pub incident: bool,
 }
 
 /// Break-glass settings.
@@ -335,6 +348,9 @@ pub struct Decision {
     stages: Vec<Vec<String>>,
     limits: Limits,
     fact: Fact,
+    /// A command that needs approval: the argv of each stage as decided, held back until the
+    /// approvals are shown ([`Policy::permit_approved_exec`]).
+    held: Vec<Vec<String>>,
 }
 
 /// What kind of denial a decision is, for how it is shown (never read off its text).
@@ -359,6 +375,7 @@ impl Decision {
             stages,
             limits: rule.limits,
             fact: Fact::Plain,
+            held: Vec::new(),
         }
     }
     fn deny(rule: Option<&Rule>, reason: String) -> Decision {
@@ -369,6 +386,7 @@ impl Decision {
             stages: Vec::new(),
             limits: Limits::default(),
             fact: Fact::Plain,
+            held: Vec::new(),
         }
     }
     /// A denial whose reason already names its rule.

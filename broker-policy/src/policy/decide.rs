@@ -321,7 +321,7 @@ impl Policy {
             d.effect = Effect::NeedsApproval;
             d.reasons
                 .push(format!("this command needs approval (rule {})", rule.name));
-            d.stages.clear();
+            d.held = std::mem::take(&mut d.stages);
             d.fact = Fact::NamesRule;
         }
         d

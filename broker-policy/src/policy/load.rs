@@ -14,8 +14,8 @@ use serde_saphyr::{Location, Spanned};
 use super::decide::RulePrograms;
 use super::yaml::{self, Node, Reader, error_at, present};
 use super::{
-    Approval, BreakGlass, Limits, Mode, Modes, NameGlob, Policy, PolicyError, PolicyErrors, Rule,
-    TargetRule,
+    Approval, AutoApprove, BreakGlass, Limits, Mode, Modes, NameGlob, Policy, PolicyError,
+    PolicyErrors, Rule, TargetRule,
 };
 use crate::pattern::{Pattern, path_glob};
 
@@ -37,7 +37,8 @@ const RULE_KEYS: &[&str] = &[
     "limits",
 ];
 const TARGET_KEYS: &[&str] = &["namespaces", "pods", "containers", "labels"];
-const APPROVAL_KEYS: &[&str] = &["approvers", "from"];
+const APPROVAL_KEYS: &[&str] = &["approvers", "from", "autoApprove"];
+const AUTO_APPROVE_KEYS: &[&str] = &["groups", "incident"];
 const BREAK_GLASS_KEYS: &[&str] = &[
     "maxDuration",
     "incidentRequired",
@@ -104,6 +105,8 @@ struct TargetDoc {
 struct ApprovalDoc {
     approvers: Option<u32>,
     from: Vec<Spanned<String>>,
+    auto_groups: Vec<Spanned<String>>,
+    auto_incident: bool,
 }
 
 struct BreakGlassDoc {
@@ -226,9 +229,21 @@ fn read_approval(r: &mut Reader<'_>, n: &Spanned<Node>) -> Option<ApprovalDoc> {
         .required(&f, "approvers", APPROVAL)
         .and_then(|n| r.number(n, "`approvers`", "a whole number"));
     let from = r.required(&f, "from", APPROVAL);
+    let from = r.strings(from, "`from`");
+    let (mut auto_groups, mut auto_incident) = (Vec::new(), false);
+    if let Some(a) = present(f.get("autoApprove"))
+        && let Some(af) = r.map(a, "`autoApprove`", AUTO_APPROVE_KEYS)
+    {
+        auto_groups = r.strings(af.get("groups"), "`autoApprove.groups`");
+        auto_incident = r
+            .flag(af.get("incident"), "`autoApprove.incident`")
+            .unwrap_or(false);
+    }
     Some(ApprovalDoc {
         approvers,
-        from: r.strings(from, "`from`"),
+        from,
+        auto_groups,
+        auto_incident,
     })
 }
 
@@ -360,6 +375,10 @@ fn validate(doc: Doc, errors: &mut Vec<PolicyError>) -> Vec<Rule> {
             Approval {
                 approvers: a.approvers.unwrap_or(0),
                 from: a.from.iter().map(|g| g.value.clone()).collect(),
+                auto_approve: AutoApprove {
+                    groups: a.auto_groups.iter().map(|g| g.value.clone()).collect(),
+                    incident: a.auto_incident,
+                },
             }
         });
         if !r.approval_required.is_empty() && approval.is_none() {

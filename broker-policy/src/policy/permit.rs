@@ -41,6 +41,7 @@
 
 use std::fmt;
 
+use super::approval::{Approvals, Principal};
 use super::{
     Action, BreakGlassAsk, Decision, Effect, Limits, Mode, Policy, Request, Subject, Target,
 };
@@ -57,6 +58,11 @@ pub trait Kind: sealed::Sealed + fmt::Debug + Clone + Send + Sync + 'static {
     const MODE: Mode;
     /// The action it was decided on (to decide it again after a reload).
     fn action(&self) -> Action<'_>;
+    /// Whether `d`, the same request decided again under `policy`, still allows it.
+    fn stands(&self, policy: &Policy, d: &Decision) -> bool {
+        let _ = policy;
+        d.effect == Effect::Allow
+    }
 }
 
 /// An exec permit: one command line, the argv of each stage as decided.
@@ -64,6 +70,35 @@ pub trait Kind: sealed::Sealed + fmt::Debug + Clone + Send + Sync + 'static {
 pub struct Exec {
     line: CommandLine,
     stages: Vec<Vec<String>>,
+    approved: Option<Approved>,
+}
+
+/// What a command that needed approval was approved with (kept to decide it again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Approved {
+    requester: Principal,
+    target: Target,
+    approvals: Vec<Principal>,
+    incident: Option<String>,
+}
+
+impl Exec {
+    pub(super) fn approved(
+        line: CommandLine,
+        stages: Vec<Vec<String>>,
+        asked: &Approvals<'_>,
+    ) -> Exec {
+        Exec {
+            line,
+            stages,
+            approved: Some(Approved {
+                requester: asked.requester.clone(),
+                target: asked.target.clone(),
+                approvals: asked.approvals.to_vec(),
+                incident: asked.incident.map(str::to_owned),
+            }),
+        }
+    }
 }
 
 /// A file permit: one normalised absolute path to read.
@@ -123,6 +158,22 @@ impl Kind for Exec {
     const MODE: Mode = Mode::Exec;
     fn action(&self) -> Action<'_> {
         Action::Command(&self.line)
+    }
+    fn stands(&self, policy: &Policy, d: &Decision) -> bool {
+        match &self.approved {
+            None => d.effect == Effect::Allow,
+            Some(a) => policy.approval_stands(
+                d,
+                &self.stages,
+                &Approvals {
+                    requester: &a.requester,
+                    target: &a.target,
+                    stages: &self.stages,
+                    approvals: &a.approvals,
+                    incident: a.incident.as_deref(),
+                },
+            ),
+        }
     }
 }
 
@@ -208,6 +259,26 @@ impl Permit<Exec> {
     pub fn stages(&self) -> &[Vec<String>] {
         &self.what.stages
     }
+    /// Whether it was issued on approvals (a command that needed approval).
+    pub fn is_approved(&self) -> bool {
+        self.what.approved.is_some()
+    }
+    /// An approved command's permit (built only by `Policy::permit_approved_exec`).
+    pub(super) fn approved(
+        subject: Subject,
+        target: Target,
+        rule: String,
+        limits: Limits,
+        what: Exec,
+    ) -> Self {
+        Permit {
+            subject,
+            target,
+            rule,
+            limits,
+            what,
+        }
+    }
 }
 
 impl Permit<File> {
@@ -254,9 +325,10 @@ impl<K: Kind> Recheck for Permit<K> {
             mode: K::MODE,
             action: self.what.action(),
         });
-        match d.effect {
-            Effect::Allow => Ok(()),
-            _ => Err(d),
+        if self.what.stands(policy, &d) {
+            Ok(())
+        } else {
+            Err(d)
         }
     }
 }
@@ -308,6 +380,7 @@ impl Policy {
             |stages| Exec {
                 line: line.clone(),
                 stages,
+                approved: None,
             },
         )
     }
