@@ -430,6 +430,11 @@ impl Decision {
     pub fn stages(&self) -> &[Vec<String>] {
         &self.stages
     }
+    /// A command that needs approval: the argv of each stage as it would run once approved (what
+    /// an approval request names). Empty for every other decision.
+    pub fn held_stages(&self) -> &[Vec<String>] {
+        &self.held
+    }
     /// The deciding rule's limits.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -54,6 +54,9 @@ pub struct Config {
     /// How often the policy and revocation files are checked for changes.
     #[serde(default = "default_reload", with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// The access broker (approvals).
+    #[serde(default)]
+    pub broker: BrokerConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -255,6 +258,38 @@ pub fn validate(mut config: Config, base: &Path) -> Result<Loaded, Vec<ConfigErr
             "certifies a different key than hostKey",
         ));
     }
+    let b = &config.broker;
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if !dns_label(&b.namespace) {
+        errs.push(bad(
+            "broker.namespace",
+            "must be a namespace name (a DNS label)",
+        ));
+    }
+    for (key, d) in [
+        ("broker.wait", b.wait),
+        ("broker.pendingFor", b.pending_for),
+        ("broker.approvedFor", b.approved_for),
+    ] {
+        if d.is_zero() {
+            errs.push(bad(key, "must be longer than 0s"));
+        }
+    }
+    for (i, u) in b.notify.iter().enumerate() {
+        if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            errs.push(bad(
+                &format!("broker.notify[{i}]"),
+                "must be an http or https URL",
+            ));
+        }
+    }
     let mut trusted_cas = Vec::new();
     if config.trusted_user_cas.is_empty() {
         errs.push(bad(
@@ -405,5 +440,38 @@ pub fn validate(mut config: Config, base: &Path) -> Result<Loaded, Vec<ConfigErr
             revocations_text,
         }),
         _ => Err(errs),
+    }
+}
+
+/// The access broker: approvals and their timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BrokerConfig {
+    /// The namespace holding AccessRequests (the gateway's own).
+    pub namespace: String,
+    /// How long a command that needs approval waits for it before the client is told to run it
+    /// again later.
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// How long a request stays open for approval.
+    #[serde(with = "humantime_serde")]
+    pub pending_for: Duration,
+    /// How long an approved command may wait to be run (once).
+    #[serde(with = "humantime_serde")]
+    pub approved_for: Duration,
+    /// Webhooks told of every request, approval, denial, expiry and revocation (JSON with a
+    /// `text` field: Slack and Mattermost incoming webhooks take it as is).
+    pub notify: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            namespace: "jitsh".into(),
+            wait: Duration::from_secs(10 * 60),
+            pending_for: Duration::from_secs(60 * 60),
+            approved_for: Duration::from_secs(15 * 60),
+            notify: Vec::new(),
+        }
     }
 }

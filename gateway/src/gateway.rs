@@ -11,7 +11,8 @@ use jitsh_certs::{RevocationList, Verifier, VerifierConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditError, AuditLog, Event, Redactor};
-use crate::config::LimitsConfig;
+use crate::broker::Broker;
+use crate::config::{BrokerConfig, LimitsConfig};
 use crate::kube::KubeAccess;
 use crate::limits::Limiter;
 use crate::telemetry::Metrics;
@@ -25,6 +26,8 @@ pub struct Settings {
     pub limits: LimitsConfig,
     /// Where recordings go.
     pub recordings: Option<PathBuf>,
+    /// The access broker.
+    pub broker: BrokerConfig,
 }
 
 /// An audit event that had to be written before acting could not be: the action is refused.
@@ -43,6 +46,7 @@ pub struct Gateway {
     redactor: Redactor,
     metrics: Metrics,
     limiter: Arc<Limiter>,
+    broker: Broker,
     /// Bumped on every policy or revocation change; live sessions watch it and decide again.
     changes: tokio::sync::watch::Sender<u64>,
     stopping: CancellationToken,
@@ -60,6 +64,7 @@ impl Gateway {
         redactor: Redactor,
     ) -> Self {
         let metrics = Metrics::default();
+        let broker = Broker::new(settings.broker.notify.clone());
         let limiter = Limiter::new(settings.limits.clone(), metrics.active_sessions.clone());
         Gateway {
             verifier: ArcSwap::from_pointee(verifier),
@@ -70,6 +75,7 @@ impl Gateway {
             redactor,
             metrics,
             limiter,
+            broker,
             changes: tokio::sync::watch::Sender::new(0),
             stopping: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -125,6 +131,11 @@ impl Gateway {
     /// Metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The access broker's shared state.
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.broker
     }
 
     /// Connection and session limits.

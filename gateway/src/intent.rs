@@ -61,6 +61,46 @@ pub enum Intent {
         /// Where.
         target: TargetSpec,
     },
+    /// `requests [--all] [--json]`: my requests and those I may approve.
+    Requests {
+        /// Also the finished ones.
+        all: bool,
+        /// A JSON array instead of a table.
+        json: bool,
+    },
+    /// `approve ID [--comment TEXT]`.
+    Approve {
+        /// The request.
+        id: String,
+        /// A comment for the record.
+        comment: Option<String>,
+    },
+    /// `deny ID --reason TEXT`.
+    Deny {
+        /// The request.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// `revoke ID`: withdraw a request or an unused approval.
+    Revoke {
+        /// The request.
+        id: String,
+    },
+    /// `request TARGET --reason TEXT [--incident ID] [--wait] -- COMMAND...`: ask for approval
+    /// of one exact command (and with `--wait`, run it once approved).
+    Request {
+        /// Where.
+        target: TargetSpec,
+        /// Why.
+        reason: String,
+        /// The incident, if any.
+        incident: Option<String>,
+        /// Wait for the approval and run the command.
+        wait: bool,
+        /// The command line.
+        line: String,
+    },
     /// Run the command line (unparsed text after the target and an optional `--`) in the target.
     Exec {
         /// Where.
@@ -112,6 +152,46 @@ pub fn parse(text: &str) -> Result<Intent, IntentError> {
             };
         }
         "logs" => return parse_logs(rest),
+        "requests" => {
+            let (pos, f) = flags(
+                "requests",
+                rest,
+                REQUESTS_USAGE,
+                &[("--all", false), ("--json", false)],
+            )?;
+            if !pos.is_empty() {
+                return Err(IntentError(REQUESTS_USAGE.into()));
+            }
+            return Ok(Intent::Requests {
+                all: f.has("--all"),
+                json: f.has("--json"),
+            });
+        }
+        "approve" => {
+            let (pos, mut f) = flags("approve", rest, APPROVE_USAGE, &[("--comment", true)])?;
+            return Ok(Intent::Approve {
+                id: one_id(pos, APPROVE_USAGE)?,
+                comment: f.take("--comment"),
+            });
+        }
+        "deny" => {
+            let (pos, mut f) = flags("deny", rest, DENY_USAGE, &[("--reason", true)])?;
+            let id = one_id(pos, DENY_USAGE)?;
+            let reason = f
+                .take("--reason")
+                .filter(|r| !r.trim().is_empty())
+                .ok_or_else(|| {
+                    IntentError(format!("deny: a --reason is required; {DENY_USAGE}"))
+                })?;
+            return Ok(Intent::Deny { id, reason });
+        }
+        "revoke" => {
+            let (pos, _) = flags("revoke", rest, REVOKE_USAGE, &[])?;
+            return Ok(Intent::Revoke {
+                id: one_id(pos, REVOKE_USAGE)?,
+            });
+        }
+        "request" => return parse_request(rest),
         w if let Some((_, why)) = UNSUPPORTED.iter().find(|(p, _)| *p == w) => {
             return Err(IntentError((*why).to_owned()));
         }
@@ -170,46 +250,158 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
+const REQUESTS_USAGE: &str = "usage: requests [--all] [--json]";
+const APPROVE_USAGE: &str = "usage: approve ID [--comment \"TEXT\"]";
+const DENY_USAGE: &str = "usage: deny ID --reason \"TEXT\"";
+const REVOKE_USAGE: &str = "usage: revoke ID";
+const REQUEST_USAGE: &str = "usage: request [namespace/]pod[/container] --reason \"TEXT\" [--incident ID] [--wait] -- COMMAND...";
+
+/// Options given to a word, by name.
+struct Flags(Vec<(String, Option<String>)>);
+
+impl Flags {
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|(n, _)| n == name)?;
+        self.0.remove(i).1
+    }
+}
+
+/// Splits a word's arguments (quoted as a command line; nothing expanded) into positional
+/// words and the `known` options (`true`: takes a value, as `--x V` or `--x=V`).
+fn flags(
+    word: &str,
+    rest: &str,
+    usage: &str,
+    known: &[(&str, bool)],
+) -> Result<(Vec<String>, Flags), IntentError> {
+    if rest.trim().is_empty() {
+        return Ok((Vec::new(), Flags(Vec::new())));
+    }
+    let cl = jitsh_broker_policy::parse_command_line(rest)
+        .map_err(|e| IntentError(format!("{word}: {e}; {usage}")))?;
+    let [argv] = cl.stages() else {
+        return Err(IntentError(usage.into()));
+    };
+    let (mut pos, mut out) = (Vec::new(), Vec::new());
+    let mut words = argv.iter();
+    while let Some(w) = words.next() {
+        if !w.starts_with("--") {
+            pos.push(w.clone());
+            continue;
+        }
+        let (flag, inline) = match w.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_owned())),
+            None => (w.as_str(), None),
+        };
+        let Some((_, takes)) = known.iter().find(|(k, _)| *k == flag) else {
+            return Err(IntentError(format!(
+                "{word}: unknown option '{flag}'; {usage}"
+            )));
+        };
+        // A value runs to the next option, so `--reason disk full` needs no quotes through
+        // ssh (which joins its arguments with spaces).
+        let value = if *takes {
+            let mut v: Vec<String> = inline.into_iter().collect();
+            while let Some(next) = words.as_slice().first()
+                && !next.starts_with("--")
+            {
+                v.push(next.clone());
+                words.next();
+            }
+            if v.is_empty() {
+                return Err(IntentError(format!(
+                    "{word}: {flag} needs a value; {usage}"
+                )));
+            }
+            Some(v.join(" "))
+        } else {
+            None
+        };
+        if out
+            .iter()
+            .any(|(n, _): &(String, Option<String>)| n == flag)
+        {
+            return Err(IntentError(format!("{word}: {flag} given twice; {usage}")));
+        }
+        out.push((flag.to_owned(), value));
+    }
+    Ok((pos, Flags(out)))
+}
+
+fn one_id(pos: Vec<String>, usage: &str) -> Result<String, IntentError> {
+    match <[String; 1]>::try_from(pos) {
+        Ok([id]) => Ok(id),
+        Err(_) => Err(IntentError(usage.into())),
+    }
+}
+
+fn parse_request(rest: &str) -> Result<Intent, IntentError> {
+    // The command is everything after the first ` -- `, kept as typed to be parsed as a
+    // command line of its own.
+    let (head, line) = match rest.find(" -- ") {
+        Some(i) => (&rest[..i], rest[i + 4..].trim()),
+        None => (rest, ""),
+    };
+    let (pos, mut f) = flags(
+        "request",
+        head,
+        REQUEST_USAGE,
+        &[
+            ("--reason", true),
+            ("--incident", true),
+            ("--wait", false),
+            ("--for", true),
+            ("--rule", true),
+        ],
+    )?;
+    if f.has("--for") || f.has("--rule") {
+        return Err(IntentError(
+            "request: grants for a whole rule (--rule, --for) are not available yet; ask for one command with 'request TARGET --reason TEXT -- COMMAND'".into(),
+        ));
+    }
+    let [t] = pos.as_slice() else {
+        return Err(IntentError(REQUEST_USAGE.into()));
+    };
+    let target = parse_target(t)?;
+    if line.is_empty() {
+        return Err(IntentError(format!(
+            "request: give the command after '--'; {REQUEST_USAGE}"
+        )));
+    }
+    let reason = f
+        .take("--reason")
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| IntentError(format!("request: a --reason is required; {REQUEST_USAGE}")))?;
+    Ok(Intent::Request {
+        target,
+        reason,
+        incident: f.take("--incident"),
+        wait: f.has("--wait"),
+        line: line.to_owned(),
+    })
+}
+
 const BREAK_GLASS_USAGE: &str =
     "usage: break-glass [namespace/]pod[/container] --incident ID --reason \"TEXT\"";
 
 fn parse_break_glass(rest: &str) -> Result<Intent, IntentError> {
     // Quoting as in a command line (the reason is usually quoted); nothing is expanded.
-    let cl = jitsh_broker_policy::parse_command_line(rest)
-        .map_err(|e| IntentError(format!("break-glass: {e}; {BREAK_GLASS_USAGE}")))?;
-    let [argv] = cl.stages() else {
+    let (pos, mut f) = flags(
+        "break-glass",
+        rest,
+        BREAK_GLASS_USAGE,
+        &[("--incident", true), ("--reason", true)],
+    )?;
+    let [t] = pos.as_slice() else {
         return Err(IntentError(BREAK_GLASS_USAGE.into()));
     };
-    let mut words = argv.iter();
-    let Some(t) = words.next() else {
-        return Err(IntentError(BREAK_GLASS_USAGE.into()));
-    };
-    let target = parse_target(t)?;
-    let (mut incident, mut reason) = (None, None);
-    while let Some(w) = words.next() {
-        let (flag, inline) = match w.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (w.as_str(), None),
-        };
-        let value = inline.or_else(|| words.next().cloned()).ok_or_else(|| {
-            IntentError(format!(
-                "break-glass: {flag} needs a value; {BREAK_GLASS_USAGE}"
-            ))
-        })?;
-        match flag {
-            "--incident" => incident = Some(value),
-            "--reason" => reason = Some(value),
-            other => {
-                return Err(IntentError(format!(
-                    "break-glass: unknown option '{other}'; {BREAK_GLASS_USAGE}"
-                )));
-            }
-        }
-    }
     Ok(Intent::BreakGlass {
-        target,
-        incident,
-        reason,
+        target: parse_target(t)?,
+        incident: f.take("--incident"),
+        reason: f.take("--reason"),
     })
 }
 
@@ -472,5 +664,86 @@ mod tests {
             parse("default/sh -- ps aux"),
             Ok(Intent::Exec { .. })
         ));
+    }
+
+    #[test]
+    fn broker_words() {
+        assert_eq!(
+            parse("requests --json").unwrap(),
+            Intent::Requests {
+                all: false,
+                json: true
+            }
+        );
+        assert_eq!(
+            parse("approve ar-abc --comment looks right to me").unwrap(),
+            Intent::Approve {
+                id: "ar-abc".into(),
+                comment: Some("looks right to me".into())
+            }
+        );
+        assert_eq!(
+            parse("deny ar-abc --reason 'not during the freeze'").unwrap(),
+            Intent::Deny {
+                id: "ar-abc".into(),
+                reason: "not during the freeze".into()
+            }
+        );
+        assert!(
+            parse("deny ar-abc")
+                .unwrap_err()
+                .0
+                .contains("--reason is required")
+        );
+        assert!(
+            parse("approve")
+                .unwrap_err()
+                .0
+                .starts_with("usage: approve")
+        );
+        assert!(parse("approve a b").is_err());
+        assert!(
+            parse("revoke ar-x --force")
+                .unwrap_err()
+                .0
+                .contains("unknown option '--force'")
+        );
+        let Intent::Request {
+            target,
+            reason,
+            incident,
+            wait,
+            line,
+        } = parse(
+            "request payments/api-0 --reason stuck worker --incident INC-7 --wait -- kill -TERM 42",
+        )
+        .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(target.pod, "api-0");
+        assert_eq!(
+            (reason.as_str(), incident.as_deref(), wait),
+            ("stuck worker", Some("INC-7"), true)
+        );
+        assert_eq!(line, "kill -TERM 42");
+        assert!(
+            parse("request payments/api-0 -- kill -TERM 1")
+                .unwrap_err()
+                .0
+                .contains("--reason is required")
+        );
+        assert!(
+            parse("request payments/api-0 --reason x")
+                .unwrap_err()
+                .0
+                .contains("after '--'")
+        );
+        assert!(
+            parse("request payments/api-0 --rule ops --for 30m --reason x")
+                .unwrap_err()
+                .0
+                .contains("not available yet")
+        );
     }
 }

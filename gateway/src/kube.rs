@@ -47,6 +47,7 @@ pub mod files;
 pub mod logs;
 pub mod pods;
 pub mod portforward;
+pub mod requests;
 
 use http::{HeaderName, HeaderValue};
 use jitsh_certs::VerifiedIdentity;

@@ -8,6 +8,7 @@
 
 mod admin;
 mod audit;
+mod broker;
 pub mod cli;
 pub mod config;
 mod files;
@@ -24,3 +25,4 @@ mod recording;
 mod session;
 mod ssh;
 mod telemetry;
+mod webhook;

@@ -3,6 +3,7 @@
 //! exit-status, EOF and close. The pieces below ([`command`], [`words`], [`prompt`], …) run
 //! inside it with a [`Ctx`].
 
+pub(crate) mod approval;
 pub(crate) mod attach;
 pub(crate) mod breakglass;
 pub(crate) mod command;
@@ -205,6 +206,20 @@ impl Ctx<'_> {
                 .await;
         } else {
             say(self.write, line, self.tty).await;
+        }
+    }
+
+    /// A status line that redraws in place on a terminal (`""` clears it).
+    pub(crate) async fn status(&self, line: &str) {
+        let text = if line.is_empty() {
+            "\r\x1b[K".to_owned()
+        } else {
+            format!("\rjitsh: {line}\x1b[K")
+        };
+        if self.merged.load(Ordering::Relaxed) {
+            let _ = self.write.data_bytes(text.into_bytes()).await;
+        } else {
+            let _ = self.write.extended_data_bytes(1, text.into_bytes()).await;
         }
     }
 

@@ -138,4 +138,14 @@ event_fields! {
     result: String,
     /// A reload's errors.
     errors: Vec<String>,
+    /// An AccessRequest (approval) id.
+    request: String,
+    /// The identity that made the request.
+    requester: String,
+    /// The request's state after the event.
+    state: String,
+    /// Approvals recorded on it.
+    approvals: u32,
+    /// Approvals it needs.
+    approvals_required: u32,
 }

@@ -1,7 +1,7 @@
 //! `break-glass TARGET --incident ID --reason TEXT`: an unrestricted shell for a few, short,
 //! recorded and loud (critical audit events, webhook notifications, a review owed).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use jitsh_broker_policy::BreakGlassAsk;
 use tokio::sync::mpsc;
@@ -135,19 +135,6 @@ pub(crate) async fn break_glass(
 /// POSTs the break-glass event to each webhook (5 s each); results are audited, failures do not
 /// stop the session (the audit log already has the critical event).
 async fn notify(ctx: &Ctx<'_>, cid: &CommandId, urls: &[String], ev: &Event) {
-    if urls.is_empty() {
-        return;
-    }
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("break-glass notification client: {e}");
-            return;
-        }
-    };
     #[derive(serde::Serialize)]
     struct Body<'e> {
         event: &'static str,
@@ -159,11 +146,7 @@ async fn notify(ctx: &Ctx<'_>, cid: &CommandId, urls: &[String], ev: &Event) {
         fields: ev,
     };
     for url in urls {
-        let result = client.post(url).json(&body).send().await;
-        let (ok, detail) = match result {
-            Ok(r) => (r.status().is_success(), r.status().to_string()),
-            Err(e) => (false, e.to_string()),
-        };
+        let (ok, detail) = crate::webhook::post(url, &body).await;
         let n = Event {
             url: Some(url.clone()),
             delivered: Some(ok),

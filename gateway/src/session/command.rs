@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use jitsh_broker_policy::{CommandLine, Decision};
+use jitsh_broker_policy::{CommandLine, Decision, Effect};
 use russh::ChannelMsg;
 use tokio::io::AsyncWriteExt;
 
 use super::Ctx;
+use super::approval::{self, Obtained, Why};
 use crate::audit::Event;
 use crate::ids::CommandId;
 use crate::intent::TargetSpec;
@@ -17,6 +18,13 @@ use crate::kube::exec::Tty;
 use crate::kube::{Impersonated, Resolved};
 use crate::recording::Recorder;
 use crate::telemetry::{Direction, Outcome};
+
+/// The channel a one-shot command reads and resizes from.
+pub(crate) struct Channel {
+    pub(crate) tty: Option<Tty>,
+    pub(crate) resize: tokio::sync::mpsc::Receiver<Tty>,
+    pub(crate) read: russh::ChannelReadHalf,
+}
 
 /// How a decided command is connected.
 pub(crate) struct Io<I> {
@@ -67,10 +75,14 @@ pub(crate) async fn one_shot(
     cid: &CommandId,
     target: &TargetSpec,
     line: &str,
-    tty: Option<Tty>,
-    resize: tokio::sync::mpsc::Receiver<Tty>,
-    mut read: russh::ChannelReadHalf,
+    why: Why<'_>,
+    channel: Channel,
 ) -> u32 {
+    let Channel {
+        tty,
+        resize,
+        mut read,
+    } = channel;
     let namespace = target
         .namespace
         .clone()
@@ -119,7 +131,7 @@ pub(crate) async fn one_shot(
         stdin: stdin_r,
         rec: None,
     };
-    let code = decided(ctx, &k, &resolved, &parsed, ev, io).await;
+    let code = decided(ctx, &k, &resolved, &parsed, ev, io, why).await;
     pump.abort();
     code
 }
@@ -132,6 +144,7 @@ pub(crate) async fn decided<I>(
     parsed: &CommandLine,
     ev: Event,
     io: Io<I>,
+    why: Why<'_>,
 ) -> u32
 where
     I: tokio::io::AsyncRead + Unpin + Send + 'static,
@@ -157,7 +170,25 @@ where
     };
     let place = format!("{}/{}", resolved.namespace, resolved.pod);
     let permit = match decision {
-        Ok(p) => p,
+        Ok(p) if !why.explicit => p,
+        Ok(p) => {
+            ctx.say(&format!(
+                "request: this command needs no approval on {place} (policy rule {}); run it directly",
+                p.rule()
+            ))
+            .await;
+            return 1;
+        }
+        Err(d) if d.effect() == Effect::NeedsApproval => {
+            marker("needs approval");
+            match approval::obtain(ctx, resolved, parsed, &d, &ev, why).await {
+                Obtained::Run(p, id) => {
+                    ev.request = Some(id);
+                    p
+                }
+                Obtained::Exit(code) => return code,
+            }
+        }
         Err(d) => {
             marker("denied");
             return ctx.deny("command.denied", ev, &d, &place).await;

@@ -310,7 +310,15 @@ async fn run_line(
     if !interactive {
         let _ = stdin_w.shutdown().await;
     }
-    let run = command::decided(ctx, &k, resolved, &parsed, ev, io);
+    let run = command::decided(
+        ctx,
+        &k,
+        resolved,
+        &parsed,
+        ev,
+        io,
+        super::approval::Why::RUN,
+    );
     tokio::pin!(run);
     let mut input_open = interactive;
     let code = loop {

@@ -60,6 +60,16 @@ pub(crate) async fn whoami(ctx: &Ctx<'_>) -> u32 {
             msg.push_str(&format!("  ports: {}\n", ports.join(", ")));
         }
     }
+    // Approvers see how many requests wait for them (best effort: the list is one API call).
+    let cid = CommandId::new();
+    if let Ok(api) = crate::broker::requests(ctx.gw, id, &cid)
+        && let Ok(n) = crate::broker::waiting_for(ctx.gw, id, &api, &ctx.event(&cid)).await
+        && n > 0
+    {
+        msg.push_str(&format!(
+            "approvals: {n} request(s) wait for you (see 'requests', then 'approve ID' or 'deny ID --reason TEXT')\n"
+        ));
+    }
     ctx.print(&msg).await;
     0
 }

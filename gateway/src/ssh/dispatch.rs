@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::ids::{CommandId, SessionId};
 use crate::intent::{self, Intent};
 use crate::kube::exec::Tty;
-use crate::session::{self, Ctx, Live, attach, breakglass, command, prompt, words};
+use crate::session::{self, Ctx, Live, approval, attach, breakglass, command, prompt, words};
 
 /// What every session of one connection shares.
 #[derive(Clone)]
@@ -213,8 +213,31 @@ async fn route(
             Intent::Pods { namespace } => words::pods(ctx, &cid, namespace).await,
             Intent::Logs { target, options } => words::logs(ctx, &cid, &target, &options).await,
             Intent::Exec { target, line } => {
-                command::one_shot(ctx, &cid, &target, &line, tty, resize, read).await
+                let ch = command::Channel { tty, resize, read };
+                command::one_shot(ctx, &cid, &target, &line, approval::Why::RUN, ch).await
             }
+            Intent::Request {
+                target,
+                reason,
+                incident,
+                wait,
+                line,
+            } => {
+                let why = approval::Why {
+                    explicit: true,
+                    reason: Some(&reason),
+                    incident: incident.as_deref(),
+                    wait,
+                };
+                let ch = command::Channel { tty, resize, read };
+                approval::request(ctx, &cid, &target, &line, why, ch).await
+            }
+            Intent::Requests { all, json } => approval::list(ctx, &cid, all, json).await,
+            Intent::Approve { id, comment } => {
+                approval::approve(ctx, &cid, &id, comment.as_deref()).await
+            }
+            Intent::Deny { id, reason } => approval::deny(ctx, &cid, &id, &reason).await,
+            Intent::Revoke { id } => approval::revoke(ctx, &cid, &id).await,
             Intent::ScpSource {
                 paths,
                 preserve,

@@ -130,6 +130,13 @@ pub fn demo() -> FixtureData {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "jitsh-gateway-impersonator"},
               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "jitsh-gateway-impersonator"},
               "subjects": [{"kind": "ServiceAccount", "name": "gateway", "namespace": "jitsh"}]}),
+        // The gateway keeps AccessRequests in its own namespace, as its own ServiceAccount.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "jitsh-gateway-accessrequests", "namespace": "jitsh"},
+              "rules": [{"apiGroups": ["jitsh.dev"], "resources": ["accessrequests", "accessrequests/status"],
+                         "verbs": ["create", "get", "list", "watch", "update", "patch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "jitsh-gateway-accessrequests", "namespace": "jitsh"},
+              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "jitsh-gateway-accessrequests"},
+              "subjects": [{"kind": "ServiceAccount", "name": "gateway", "namespace": "jitsh"}]}),
         // The Kubernetes blog's on-call debug role, in payments.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "oncall-debug", "namespace": "payments"},
               "rules": [

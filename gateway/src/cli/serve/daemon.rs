@@ -59,6 +59,7 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
         });
     }
     let watcher = tokio::spawn(watch(gw.clone(), p.watched));
+    let requests = tokio::spawn(crate::broker::watch(gw.clone()));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "gateway started");
     gw.record(
         "gateway.start",
@@ -69,6 +70,7 @@ pub async fn run(p: Prepared) -> anyhow::Result<()> {
     );
     let r = crate::ssh::serve(p.listener, p.ssh, gw, shutdown_signal()).await;
     watcher.abort();
+    requests.abort();
     r.map_err(anyhow::Error::from)
 }
 
@@ -200,6 +202,7 @@ pub async fn prepare_from_config(path: &Path) -> anyhow::Result<Prepared> {
         default_namespace: config.default_namespace.clone(),
         limits: config.limits.clone(),
         recordings: config.recordings.clone(),
+        broker: config.broker.clone(),
     };
     let verifier = Verifier::new(VerifierConfig {
         trusted_cas,

@@ -130,6 +130,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
             default_namespace: "payments".into(),
             limits: limits.clone(),
             recordings: Some(dir.join("recordings")),
+            broker: crate::config::BrokerConfig::default(),
         },
         Redactor::default(),
     ));
