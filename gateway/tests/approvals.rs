@@ -1,0 +1,261 @@
+//! End-to-end: per-command approval through `jitsh serve --dev` with the real `ssh` — alice's
+//! `kill -TERM` waits, bob approves from another connection, the kill runs exactly once and the
+//! sleep ends; her own approval is refused; a denial ends her wait with the reason; both audit
+//! logs tell the story.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests: a failed assertion is the report"
+)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::{eventually, jsonl, kube_audit, ssh, start_dev, text};
+
+/// `ssh USER@jitsh CMD` in the background, output to files in `dir`.
+fn spawn(dir: &Path, user: &str, cmd: &str, name: &str) -> Child {
+    Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(dir.join("ssh_config"))
+        .arg(format!("{user}@jitsh"))
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// The pid of `sleep N` in api-0, seen by alice's `ps aux`.
+fn pid_of_sleep(dir: &Path, n: &str) -> Option<String> {
+    let o = ssh(dir, "alice", "payments/api-0 -- ps aux", b"");
+    text(&o.stdout)
+        .lines()
+        .find(|l| l.ends_with(&format!("sleep {n}")))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+}
+
+/// bob's view of the requests (`requests --json`).
+fn requests(dir: &Path, user: &str, all: bool) -> Vec<serde_json::Value> {
+    let cmd = if all {
+        "requests --all --json"
+    } else {
+        "requests --json"
+    };
+    let o = ssh(dir, user, cmd, b"");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn pending_for(dir: &Path, summary: &str) -> Option<String> {
+    requests(dir, "bob", false)
+        .into_iter()
+        .find(|r| r["summary"] == summary && r["state"] == "Pending")
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
+    let dev = start_dev();
+    let d = &dev.dir;
+
+    // alice starts a sleep she will want to end.
+    let mut sleeper = spawn(d, "alice", "payments/api-0 -- sleep 300", "sleeper");
+    let mut pid = None;
+    eventually("the sleep runs in the pod", || {
+        pid = pid_of_sleep(d, "300");
+        pid.is_some()
+    });
+    let pid = pid.unwrap();
+    let kill = format!("kill -TERM {pid}");
+
+    // Her kill needs approval: it asks and waits.
+    let mut waiter = spawn(d, "alice", &format!("payments/api-0 -- {kill}"), "kill");
+    let mut id = None;
+    eventually("bob sees the pending request", || {
+        id = pending_for(d, &kill);
+        id.is_some()
+    });
+    let id = id.unwrap();
+    assert!(
+        file(d, "kill.err").contains(&format!(
+            "jitsh: approval needed: request {id} sent to payments-leads (0/1 approvals); waiting"
+        )),
+        "{}",
+        file(d, "kill.err")
+    );
+    assert!(waiter.try_wait().unwrap().is_none(), "still waiting");
+    // alice sees it as hers.
+    let mine = requests(d, "alice", false);
+    assert!(
+        mine.iter()
+            .any(|r| r["id"] == id.as_str() && r["requester"] == "alice")
+    );
+
+    // Nobody approves their own request; mallory is no approver; a made-up id is unknown.
+    let own = ssh(d, "alice", &format!("approve {id}"), b"");
+    assert_eq!(own.status.code(), Some(126));
+    assert_eq!(
+        text(&own.stderr),
+        "jitsh: approve: you cannot approve your own request\n"
+    );
+    let other = ssh(d, "mallory", &format!("approve {id}"), b"");
+    assert_eq!(other.status.code(), Some(126));
+    assert!(text(&other.stderr).contains("only members of payments-leads may approve"));
+    let unknown = ssh(d, "bob", "approve ar-nosuchthing", b"");
+    assert_eq!(unknown.status.code(), Some(126));
+    assert_eq!(
+        text(&unknown.stderr),
+        "jitsh: approve: no request ar-nosuchthing\n"
+    );
+    let junk = ssh(d, "bob", "approve ../../etc", b"");
+    assert_eq!(junk.status.code(), Some(1));
+    assert!(text(&junk.stderr).contains("request ids look like"));
+    // A comment with a control character is refused before anything is written.
+    let ctl = ssh(d, "bob", &format!("approve {id} --comment 'a\u{7}b'"), b"");
+    assert_eq!(ctl.status.code(), Some(2));
+    assert!(text(&ctl.stderr).contains("control character"), "{}", text(&ctl.stderr));
+    assert!(waiter.try_wait().unwrap().is_none(), "still waiting");
+
+    // bob approves from his own connection: the kill runs, once, and the sleep ends.
+    let ok = ssh(
+        d,
+        "bob",
+        &format!("approve {id} --comment ok, go ahead"),
+        b"",
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains(&format!(
+        "approved request {id} (1/1): {kill} on payments/api-0/app by alice; alice may now run it once"
+    )));
+    let st = waiter.wait().unwrap();
+    assert!(st.success(), "{}", file(d, "kill.err"));
+    assert!(file(d, "kill.err").contains(&format!("request {id} approved (1/1); running it once")));
+    let _ = sleeper.wait().unwrap();
+    assert_eq!(pid_of_sleep(d, "300"), None, "the sleep ended");
+    let again = ssh(d, "bob", &format!("approve {id}"), b"");
+    assert_eq!(again.status.code(), Some(126));
+    assert_eq!(
+        text(&again.stderr),
+        format!("jitsh: approve: request {id} is consumed, not pending\n")
+    );
+    let all = requests(d, "alice", true);
+    let done = all.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(done["state"], "Consumed");
+    assert_eq!(done["approvals"][0]["by"], "bob");
+    assert_eq!(done["approvals"][0]["comment"], "ok, go ahead");
+
+    // Both audit logs: the approval's story, and exactly one exec of the kill — as alice, with
+    // the Audit-ID of the command that consumed the approval.
+    let ours = jsonl(&d.join("audit.jsonl"));
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        ours.iter()
+            .filter(|e| e["event"] == kind && e["request"] == id.as_str())
+            .collect()
+    };
+    assert_eq!(of("approval.requested").len(), 1);
+    assert_eq!(of("approval.approved").len(), 1);
+    assert_eq!(of("approval.approved")[0]["user"], "bob");
+    let consumed = of("approval.consumed");
+    assert_eq!(consumed.len(), 1);
+    let cmd = consumed[0]["command"].as_str().unwrap();
+    let allowed = of("command.allowed");
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0]["command"], cmd);
+    assert_eq!(
+        allowed[0]["argv"],
+        serde_json::json!(["kill", "-TERM", pid])
+    );
+    let kills: Vec<serde_json::Value> = kube_audit(d, "exec")
+        .into_iter()
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("command=kill")
+        })
+        .collect();
+    assert_eq!(kills.len(), 1, "{kills:?}");
+    assert_eq!(kills[0]["auditID"], cmd);
+    assert_eq!(kills[0]["impersonatedUser"]["username"], "alice");
+    // The gateway wrote the AccessRequest as itself, with the commands' Audit-IDs.
+    let writes: Vec<serde_json::Value> = jsonl(&d.join("kube-audit.jsonl"))
+        .into_iter()
+        .filter(|e| {
+            e["objectRef"]["resource"] == "accessrequests"
+                && e["verb"] != "list"
+                && e["verb"] != "watch"
+                && e["verb"] != "get"
+        })
+        .collect();
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(
+            w["user"]["username"], "system:serviceaccount:jitsh:gateway",
+            "{w}"
+        );
+        assert!(w["impersonatedUser"].is_null(), "{w}");
+        assert_eq!(w["objectRef"]["namespace"], "jitsh");
+    }
+    assert!(
+        writes
+            .iter()
+            .any(|w| w["auditID"] == cmd && w["objectRef"]["subresource"] == "status")
+    );
+
+    // The same kill again needs a new approval; bob denies it and alice's wait ends.
+    let mut sleeper = spawn(d, "alice", "payments/api-0 -- sleep 301", "sleeper2");
+    let mut pid = None;
+    eventually("the second sleep runs", || {
+        pid = pid_of_sleep(d, "301");
+        pid.is_some()
+    });
+    let kill = format!("kill -TERM {}", pid.unwrap());
+    let mut waiter = spawn(d, "alice", &format!("payments/api-0 -- {kill}"), "kill2");
+    let mut id2 = None;
+    eventually("a new request", || {
+        id2 = pending_for(d, &kill);
+        id2.is_some()
+    });
+    let id2 = id2.unwrap();
+    assert_ne!(id2, id);
+    let no_reason = ssh(d, "bob", &format!("deny {id2}"), b"");
+    assert_eq!(no_reason.status.code(), Some(2));
+    let deny = ssh(
+        d,
+        "bob",
+        &format!("deny {id2} --reason not during the freeze"),
+        b"",
+    );
+    assert!(deny.status.success(), "{}", text(&deny.stderr));
+    let st = waiter.wait().unwrap();
+    assert_eq!(st.code(), Some(126));
+    assert!(
+        file(d, "kill2.err").contains(&format!(
+            "jitsh: request {id2} was denied by bob: not during the freeze"
+        )),
+        "{}",
+        file(d, "kill2.err")
+    );
+    assert!(
+        pid_of_sleep(d, "301").is_some(),
+        "the denied kill did not run"
+    );
+    let approve_denied = ssh(d, "bob", &format!("approve {id2}"), b"");
+    assert_eq!(approve_denied.status.code(), Some(126));
+    assert!(text(&approve_denied.stderr).contains("is denied, not pending"));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
