@@ -126,7 +126,11 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
     // A comment with a control character is refused before anything is written.
     let ctl = ssh(d, "bob", &format!("approve {id} --comment 'a\u{7}b'"), b"");
     assert_eq!(ctl.status.code(), Some(2));
-    assert!(text(&ctl.stderr).contains("control character"), "{}", text(&ctl.stderr));
+    assert!(
+        text(&ctl.stderr).contains("control character"),
+        "{}",
+        text(&ctl.stderr)
+    );
     assert!(waiter.try_wait().unwrap().is_none(), "still waiting");
 
     // bob approves from his own connection: the kill runs, once, and the sleep ends.

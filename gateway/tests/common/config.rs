@@ -150,9 +150,9 @@ pub fn write_config(dir: &Path, extra_limits: &str) -> PathBuf {
 }
 
 /// The ssh_config for a gateway on `port`, trusting the host CA.
-fn write_ssh_config(dir: &Path, port: u16) {
+fn write_ssh_config(dir: &Path, name: &str, port: u16) {
     std::fs::write(
-        dir.join("ssh_config"),
+        dir.join(name),
         format!(
             "Host jitsh\n  HostName 127.0.0.1\n  Port {port}\n  HostKeyAlias jitsh\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  LogLevel ERROR\n",
             p(&dir.join("known_hosts"))
@@ -181,6 +181,12 @@ impl Drop for Gw {
 /// Starts the gateway on `config`, waits for its ready line and writes `dir/ssh_config` for the
 /// port it bound.
 pub fn start(dir: &Path, config: &Path) -> Gw {
+    start_as(dir, config, "ssh_config")
+}
+
+/// [`start`], writing the ssh_config for its port as `dir/ssh_config_name` (several gateways
+/// side by side).
+pub fn start_as(dir: &Path, config: &Path, ssh_config_name: &str) -> Gw {
     let mut child = Command::new(JITSH)
         .args(["serve", "--config"])
         .arg(config)
@@ -224,7 +230,7 @@ pub fn start(dir: &Path, config: &Path) -> Gw {
     let (ssh_port, admin) = rx
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("gateway did not start: {}", stderr.lock().unwrap()));
-    write_ssh_config(dir, ssh_port);
+    write_ssh_config(dir, ssh_config_name, ssh_port);
     Gw {
         child,
         stderr,
@@ -238,9 +244,14 @@ pub fn ssh(dir: &Path, user: &str, cmd: &str) -> Output {
 }
 
 pub fn ssh_cmd(dir: &Path, user: &str, cmd: &str) -> Command {
+    ssh_via(dir, "ssh_config", user, cmd)
+}
+
+/// [`ssh_cmd`] through the gateway whose ssh_config is `dir/ssh_config_name`.
+pub fn ssh_via(dir: &Path, ssh_config_name: &str, user: &str, cmd: &str) -> Command {
     let mut c = Command::new("/usr/bin/ssh");
     c.arg("-F")
-        .arg(dir.join("ssh_config"))
+        .arg(dir.join(ssh_config_name))
         .arg("-i")
         .arg(dir.join(user))
         .arg(format!("{user}@jitsh"))
