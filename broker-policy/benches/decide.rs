@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
     let subject = Subject {
         user: "alice".into(),
         groups: vec!["team-7".into(), "team-27".into()],
+        grants: Vec::new(),
     };
     let target = Target {
         namespace: "ns-7".into(),

@@ -32,6 +32,7 @@ fn main() {
     let subject = Subject {
         user: "alice".into(),
         groups: vec!["team-7".into(), "team-27".into()],
+        grants: Vec::new(),
     };
     let target = Target {
         namespace: "ns-7".into(),

@@ -189,6 +189,10 @@ pub struct Rule {
     approval: Option<Approval>,
     break_glass: Option<BreakGlass>,
     limits: Limits,
+    /// In effect for a subject only while they hold an approved grant for it.
+    requires_grant: bool,
+    /// The longest grant.
+    max_grant: Duration,
     /// The interned program of each `commands`, `deny` and `approvalRequired` pattern, in the
     /// same order, and the sorted distinct programs of `commands` (set by `Policy::indexed`).
     ids: decide::RulePrograms,
@@ -206,6 +210,14 @@ impl Rule {
     /// Break-glass settings.
     pub fn break_glass(&self) -> Option<&BreakGlass> {
         self.break_glass.as_ref()
+    }
+    /// Whether the rule is in effect only under an approved grant.
+    pub fn requires_grant(&self) -> bool {
+        self.requires_grant
+    }
+    /// The longest grant of a grant-only rule.
+    pub fn max_grant(&self) -> Duration {
+        self.max_grant
     }
     /// Command patterns (for lint and `help`).
     pub fn commands(&self) -> &[Pattern] {
@@ -254,12 +266,16 @@ impl Policy {
 }
 
 /// Who asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
     /// User name.
     pub user: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// The grant-only rules (`requiresGrant`) the subject holds an approved, unexpired grant
+    /// for; the gateway reads them from the broker and the policy counts their approvals
+    /// ([`Policy::grant_stands`]) before they go here.
+    pub grants: Vec<String>,
 }
 
 /// Where.

@@ -21,6 +21,7 @@ fn person(identity: &str, user: &str, group: &str) -> Principal {
         subject: Subject {
             user: user.into(),
             groups: vec![group.into()],
+            grants: Vec::new(),
         },
     }
 }
@@ -165,13 +166,13 @@ fn auto_approval_and_recheck_after_a_reload() {
         )
         .unwrap();
     assert!(
-        permit.recheck(&p).is_ok(),
+        permit.recheck(&p, &[]).is_ok(),
         "the same policy still allows it"
     );
     // A reload that takes away the auto-approval ends it; one that needs no approval keeps it.
     let stricter =
         Policy::from_yaml(&POLICY.replace(", autoApprove: {groups: [sre]}", "")).unwrap();
-    assert!(permit.recheck(&stricter).is_err());
+    assert!(permit.recheck(&stricter, &[]).is_err());
     let looser = Policy::from_yaml(
         &POLICY
             .replace(
@@ -181,5 +182,5 @@ fn auto_approval_and_recheck_after_a_reload() {
             .replace("  commands: ['date']\n", ""),
     )
     .unwrap();
-    assert!(permit.recheck(&looser).is_ok());
+    assert!(permit.recheck(&looser, &[]).is_ok());
 }

@@ -47,6 +47,7 @@ fn decide(groups: &[&str], pod: &str, line: &str) -> Decision {
     let subject = Subject {
         user: "alice".into(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        grants: Vec::new(),
     };
     let target = Target {
         namespace: "prod".into(),

@@ -31,6 +31,7 @@ fn alice() -> Subject {
     Subject {
         user: "alice".into(),
         groups: vec!["oncall-payments".into()],
+        grants: Vec::new(),
     }
 }
 
@@ -132,6 +133,7 @@ fn denials_name_the_reason() {
     let mallory = Subject {
         user: "mallory".into(),
         groups: vec![],
+        grants: Vec::new(),
     };
     assert_eq!(
         decide(&p, &mallory, &t, "cat /var/log/app.log").0,
@@ -199,6 +201,7 @@ fn break_glass_is_decided_with_its_facts() {
     let carol = Subject {
         user: "carol".into(),
         groups: vec!["sre".into()],
+        grants: Vec::new(),
     };
     let ask = BreakGlassAsk {
         incident: Some("INC-1"),
@@ -271,8 +274,8 @@ fn a_permit_is_decided_again_under_a_new_policy() {
     let cl = parse_command_line("ps aux").unwrap();
     let exec = p.permit_exec(&alice(), &t, &cl).unwrap();
     let logs = p.permit_logs(&alice(), &t).unwrap();
-    assert_eq!(exec.recheck(&p), Ok(()));
-    assert_eq!(logs.recheck(&p), Ok(()));
+    assert_eq!(exec.recheck(&p, &[]), Ok(()));
+    assert_eq!(logs.recheck(&p, &[]), Ok(()));
     // The same document without the rule that allowed them.
     let text = include_str!("../../deploy/policy/demo.yaml").replace(
         "groups: [oncall-payments, payments-leads, sre]",
@@ -287,8 +290,11 @@ fn a_permit_is_decided_again_under_a_new_policy() {
             .effect(),
         Effect::Deny
     );
-    assert_eq!(exec.recheck(&without).unwrap_err().effect(), Effect::Deny);
-    assert!(logs.recheck(&without).is_err());
+    assert_eq!(
+        exec.recheck(&without, &[]).unwrap_err().effect(),
+        Effect::Deny
+    );
+    assert!(logs.recheck(&without, &[]).is_err());
 }
 
 #[test]
@@ -369,6 +375,7 @@ fn decision_corpus() {
                 .filter(|g| !g.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            grants: Vec::new(),
         };
         let line = unescape(line);
         let (effect, why) = decide(&p, &who, &t, &line);

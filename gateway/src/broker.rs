@@ -12,7 +12,8 @@
 
 mod notify;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use jitsh_broker_policy::{Approvals, Policy, Principal, Subject, Target};
@@ -104,6 +105,9 @@ pub(crate) enum Refused {
 pub(crate) struct Broker {
     changes: tokio::sync::broadcast::Sender<Arc<AccessRequest>>,
     notifier: Notifier,
+    /// Every request the replica's watch has seen, by id (grants are looked up here on every
+    /// decision; the API server is the source, this is its latest copy).
+    seen: Mutex<HashMap<String, Arc<AccessRequest>>>,
 }
 
 impl Broker {
@@ -111,6 +115,53 @@ impl Broker {
         Broker {
             changes: tokio::sync::broadcast::Sender::new(256),
             notifier: Notifier::new(notify),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AccessRequest>>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The grants `who` holds now under `policy`: `(rule, request id)` of each approved,
+    /// unexpired grant whose approvals the policy still counts as enough.
+    pub(crate) fn held(&self, policy: &Policy, who: &Principal) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .seen()
+            .values()
+            .filter(|r| r.spec.duration.is_some() && state_of(r) == State::Approved)
+            .filter(|r| as_principal(&r.spec.requester).same_person(who))
+            .filter(|r| {
+                policy.grant_stands(
+                    &r.spec.rule,
+                    &as_principal(&r.spec.requester),
+                    &approvals_of(r),
+                    r.spec.incident.as_deref(),
+                )
+            })
+            .map(|r| (r.spec.rule.clone(), id_of(r).to_owned()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How a grant ended, for the line that ends its sessions.
+    pub(crate) fn how_it_ended(&self, id: &str) -> String {
+        let Some(r) = self.seen().get(id).cloned() else {
+            return "it is gone".to_owned();
+        };
+        match state_of(&r) {
+            State::Revoked => {
+                let by = r
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.revocation.as_ref())
+                    .map_or("-", |v| v.by.as_str())
+                    .to_owned();
+                format!("revoked by {by}")
+            }
+            State::Expired => "expired".to_owned(),
+            other => other.as_str().to_lowercase(),
         }
     }
 
@@ -124,21 +175,66 @@ impl Broker {
     }
 }
 
-/// Runs the replica's watch on AccessRequests, feeding [`Broker::subscribe`]; never returns.
+/// Runs the replica's watch on AccessRequests, feeding [`Broker::subscribe`] and the grant
+/// lookups; every change wakes the live sessions (a grant that ended ends the sessions it
+/// allowed), and a request whose time runs out is marked Expired. Never returns.
 pub(crate) async fn watch(gw: Arc<Gateway>) {
     use futures::StreamExt;
     let ns = gw.settings().broker.namespace.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         match gw.kube().watch_requests(&ns) {
             Ok(s) => {
                 let mut s = std::pin::pin!(s);
-                while let Some(o) = s.next().await {
-                    let _ = gw.broker().changes.send(Arc::new(o));
+                loop {
+                    tokio::select! {
+                        got = s.next() => {
+                            let Some(o) = got else { break };
+                            let o = Arc::new(o);
+                            gw.broker().seen().insert(id_of(&o).to_owned(), o.clone());
+                            let _ = gw.broker().changes.send(o);
+                            gw.wake_sessions();
+                        }
+                        _ = tick.tick() => expire_due(&gw).await,
+                    }
                 }
             }
             Err(e) => tracing::warn!("accessrequests watch: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Marks every request past its time as Expired (each replica tries; the resourceVersion makes
+/// one write win, and that replica audits it), and wakes the sessions when a grant ran out.
+async fn expire_due(gw: &Arc<Gateway>) {
+    let due: Vec<Arc<AccessRequest>> = gw
+        .broker()
+        .seen()
+        .values()
+        .filter(|r| {
+            state_of(r) == State::Expired
+                && r.status
+                    .as_ref()
+                    .is_some_and(|s| s.state != State::Expired.as_str())
+        })
+        .cloned()
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    gw.wake_sessions();
+    let cid = CommandId::new();
+    let Ok(api) = gw
+        .kube()
+        .own_requests(&gw.settings().broker.namespace, cid.as_str())
+    else {
+        return;
+    };
+    for r in due {
+        if let Err(e) = settle(gw, &api, &Event::default(), (*r).clone()).await {
+            tracing::warn!("expiring request {}: {e}", id_of(&r));
+        }
     }
 }
 
@@ -149,6 +245,7 @@ pub(crate) fn principal(id: &VerifiedIdentity) -> Principal {
         subject: Subject {
             user: id.username().to_owned(),
             groups: id.groups().to_vec(),
+            grants: Vec::new(),
         },
     }
 }
@@ -167,6 +264,7 @@ fn as_principal(p: &Person) -> Principal {
         subject: Subject {
             user: p.user.clone(),
             groups: p.groups.clone(),
+            grants: Vec::new(),
         },
     }
 }
@@ -346,11 +444,39 @@ pub(crate) struct Asked {
 
 /// What a new request is for.
 pub(crate) struct Ask<'a> {
-    pub(crate) resolved: &'a Resolved,
+    pub(crate) what: What<'a>,
     pub(crate) rule: &'a str,
-    pub(crate) stages: &'a [Vec<String>],
     pub(crate) reason: Option<&'a str>,
     pub(crate) incident: Option<&'a str>,
+}
+
+/// One exact command on one target, or a grant of a rule for a while.
+pub(crate) enum What<'a> {
+    Command {
+        resolved: &'a Resolved,
+        stages: &'a [Vec<String>],
+    },
+    Grant(Duration),
+}
+
+/// How long a grant request lasts once approved.
+pub(crate) fn grant_duration(r: &AccessRequest) -> Option<Duration> {
+    r.spec
+        .duration
+        .as_deref()
+        .and_then(|d| humantime::parse_duration(d).ok())
+}
+
+/// `30m`, `2h`: a duration as the CRD's pattern wants it (whole minutes or seconds).
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 /// Finds this person's request for exactly this command on this target that is still open
@@ -363,19 +489,33 @@ pub(crate) async fn ask(
     base: &Event,
     ask: Ask<'_>,
 ) -> Result<Asked, KubeError> {
-    let target = RequestTarget {
-        namespace: ask.resolved.namespace.clone(),
-        pod: ask.resolved.pod.clone(),
-        container: ask.resolved.container.clone(),
+    let (target, stages, duration) = match &ask.what {
+        What::Command { resolved, stages } => (
+            RequestTarget {
+                namespace: resolved.namespace.clone(),
+                pod: resolved.pod.clone(),
+                container: resolved.container.clone(),
+            },
+            Some(*stages),
+            None,
+        ),
+        What::Grant(d) => (RequestTarget::default(), None, Some(short(*d))),
     };
-    let key = request_key(id.identity(), &target, ask.stages);
+    let key = match stages {
+        Some(st) => request_key(id.identity(), &target, st),
+        None => digest(&["grant", id.identity(), ask.rule]),
+    };
     let mut found = None;
     for r in api.list(&format!("{KEY_LABEL}={key}")).await? {
         let r = settle(gw, api, base, r).await?;
         // The label is a digest: the spec itself must match too.
         let same = r.spec.requester.identity == id.identity()
             && r.spec.target == target
-            && r.spec.command.as_ref().map(|c| c.stages.as_slice()) == Some(ask.stages);
+            && r.spec.rule == ask.rule
+            && r.spec.command.as_ref().map(|c| c.stages.as_slice()) == stages
+            && r.spec.duration.is_some() == duration.is_some();
+        // An identical open request is reused (a grant: a pending one; an approved grant in
+        // force is not asked for again).
         if same && !state_of(&r).is_final() {
             found = Some(r);
         }
@@ -390,25 +530,36 @@ pub(crate) async fn ask(
     let approval = policy.approval_of(ask.rule);
     let need = approval.map_or(1, |a| a.approvers);
     let from = approval.map(|a| a.from.clone()).unwrap_or_default();
-    let summary: Vec<String> = ask
-        .stages
-        .iter()
-        .map(|s| jitsh_broker_policy::quote(&gw.redactor().redact(s)))
-        .collect();
+    let summary = match (stages, &duration) {
+        (Some(st), _) => st
+            .iter()
+            .map(|s| jitsh_broker_policy::quote(&gw.redactor().redact(s)))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        (None, d) => format!("grant {} for {}", ask.rule, d.as_deref().unwrap_or("-")),
+    };
+    let target_ref = match stages {
+        Some(_) => format!("{}/{}/{}", target.namespace, target.pod, target.container),
+        None => format!("rule {}", ask.rule),
+    };
     let name = new_id();
+    let grant_for = match &ask.what {
+        What::Grant(d) => Some(*d),
+        What::Command { .. } => None,
+    };
     let mut obj = AccessRequest::new(
         &name,
         RequestSpec {
             requester: person(id),
-            target_ref: format!("{}/{}/{}", target.namespace, target.pod, target.container),
+            target_ref,
             target,
-            mode: "exec".into(),
+            mode: if stages.is_some() { "exec" } else { "grant" }.into(),
             rule: ask.rule.to_owned(),
-            command: Some(RequestCommand {
-                stages: ask.stages.to_vec(),
+            command: stages.map(|st| RequestCommand {
+                stages: st.to_vec(),
             }),
-            duration: None,
-            summary: summary.join(" | "),
+            duration,
+            summary,
             reason: ask
                 .reason
                 .unwrap_or("asked for by running the command")
@@ -443,7 +594,7 @@ pub(crate) async fn ask(
                         condition: condition.clone(),
                         at: now(),
                     }),
-                    expires_at: Some(later(b.approved_for)),
+                    expires_at: Some(later(grant_for.unwrap_or(b.approved_for))),
                     ..RequestStatus::default()
                 },
                 None => RequestStatus {
@@ -580,6 +731,7 @@ pub(crate) async fn approve(
             let policy = gw.policy();
             let requester = as_principal(&o.spec.requester);
             policy.may_approve(&o.spec.rule, &requester, &me)?;
+            let lasts = grant_duration(o).unwrap_or(approved_for);
             let st = o.status.get_or_insert_with(RequestStatus::default);
             if st.approvals.iter().any(|a| a.identity == me.identity) {
                 return Err(Refused::AlreadyApproved(rid.into()));
@@ -597,7 +749,8 @@ pub(crate) async fn approve(
             st.progress = Some(format!("{have}/{need}"));
             if have >= need {
                 st.state = State::Approved.as_str().to_owned();
-                st.expires_at = Some(later(approved_for));
+                // A grant runs from its approval; an approved command waits to be run.
+                st.expires_at = Some(later(lasts));
             }
             Ok(())
         })
@@ -619,6 +772,7 @@ fn approvals_of_status(st: &RequestStatus) -> Vec<Principal> {
             subject: Subject {
                 user: a.by.clone(),
                 groups: a.groups.clone(),
+                grants: Vec::new(),
             },
         })
         .collect()

@@ -108,6 +108,11 @@ impl Gateway {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// Wakes every live session to decide again (a grant changed).
+    pub(crate) fn wake_sessions(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// A receiver that sees every policy and revocation change.
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()

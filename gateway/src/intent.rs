@@ -101,6 +101,20 @@ pub enum Intent {
         /// The command line.
         line: String,
     },
+    /// `request --rule NAME [--for D] --reason TEXT [--incident ID] [--wait]`: ask for a grant
+    /// of a grant-only rule.
+    Grant {
+        /// The rule.
+        rule: String,
+        /// How long (at most the rule's `maxGrant`; that when not given).
+        duration: Option<std::time::Duration>,
+        /// Why.
+        reason: String,
+        /// The incident, if any.
+        incident: Option<String>,
+        /// Wait for the approval.
+        wait: bool,
+    },
     /// Run the command line (unparsed text after the target and an optional `--`) in the target.
     Exec {
         /// Where.
@@ -254,6 +268,8 @@ const REQUESTS_USAGE: &str = "usage: requests [--all] [--json]";
 const APPROVE_USAGE: &str = "usage: approve ID [--comment \"TEXT\"]";
 const DENY_USAGE: &str = "usage: deny ID --reason \"TEXT\"";
 const REVOKE_USAGE: &str = "usage: revoke ID";
+const GRANT_USAGE: &str =
+    "usage: request --rule NAME [--for DURATION] --reason \"TEXT\" [--incident ID] [--wait]";
 const REQUEST_USAGE: &str = "usage: request [namespace/]pod[/container] --reason \"TEXT\" [--incident ID] [--wait] -- COMMAND...";
 
 /// Options given to a word, by name.
@@ -357,10 +373,43 @@ fn parse_request(rest: &str) -> Result<Intent, IntentError> {
             ("--rule", true),
         ],
     )?;
-    if f.has("--for") || f.has("--rule") {
-        return Err(IntentError(
-            "request: grants for a whole rule (--rule, --for) are not available yet; ask for one command with 'request TARGET --reason TEXT -- COMMAND'".into(),
-        ));
+    if let Some(rule) = f.take("--rule") {
+        if !pos.is_empty() || !line.is_empty() {
+            return Err(IntentError(format!(
+                "request: a grant is for a policy rule, not a pod or a command; {GRANT_USAGE}"
+            )));
+        }
+        let duration = match f.take("--for") {
+            None => None,
+            Some(d) => Some(
+                humantime::parse_duration(&d)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        IntentError(format!(
+                            "request: --for wants a duration like 30m, not '{d}'"
+                        ))
+                    })?,
+            ),
+        };
+        let reason = f
+            .take("--reason")
+            .filter(|r| !r.trim().is_empty())
+            .ok_or_else(|| {
+                IntentError(format!("request: a --reason is required; {GRANT_USAGE}"))
+            })?;
+        return Ok(Intent::Grant {
+            rule,
+            duration,
+            reason,
+            incident: f.take("--incident"),
+            wait: f.has("--wait"),
+        });
+    }
+    if f.has("--for") {
+        return Err(IntentError(format!(
+            "request: --for is the length of a grant, which names its rule; {GRANT_USAGE}"
+        )));
     }
     let [t] = pos.as_slice() else {
         return Err(IntentError(REQUEST_USAGE.into()));

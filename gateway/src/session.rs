@@ -230,9 +230,17 @@ impl Ctx<'_> {
 
     /// Who asks, as the policy sees it.
     pub(crate) fn subject(&self) -> Subject {
+        let who = crate::broker::principal(self.id);
+        let grants = self
+            .gw
+            .broker()
+            .held(&self.gw.policy(), &who)
+            .into_iter()
+            .map(|(rule, _)| rule)
+            .collect();
         Subject {
-            user: self.id.username().to_owned(),
-            groups: self.id.groups().to_vec(),
+            grants,
+            ..who.subject
         }
     }
 

@@ -263,3 +263,113 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+#[test]
+fn a_grant_only_rule_works_only_under_its_grant_and_its_end_ends_the_session() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    let cat = "payments/api-0 -- cat /etc/hosts";
+    let before = ssh(d, "alice", cat, b"");
+    assert_eq!(before.status.code(), Some(126), "no grant, no cat");
+
+    // alice asks for the grant and waits; her own approval is refused; bob's releases her.
+    let mut waiter = spawn(
+        d,
+        "alice",
+        "request --rule oncall-payments-config --for 10m --reason checking the resolver --wait",
+        "grant",
+    );
+    let mut id = None;
+    eventually("bob sees the grant request", || {
+        id = pending_for(d, "grant oncall-payments-config for 10m");
+        id.is_some()
+    });
+    let id = id.unwrap();
+    let own = ssh(d, "alice", &format!("approve {id}"), b"");
+    assert_eq!(own.status.code(), Some(126));
+    let ok = ssh(d, "bob", &format!("approve {id}"), b"");
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("alice holds the grant until"));
+    assert!(waiter.wait().unwrap().success(), "{}", file(d, "grant.err"));
+    assert!(file(d, "grant.err").contains(&format!(
+        "grant {id} for policy rule oncall-payments-config is in force until"
+    )));
+    let whoami = text(&ssh(d, "alice", "whoami", b"").stdout);
+    assert!(whoami.contains(&format!("policy rule oncall-payments-config: exec on namespace payments (granted by request {id})")), "{whoami}");
+
+    // Now the rule is in effect for her: cat runs.
+    eventually("the grant is in effect", || {
+        ssh(d, "alice", cat, b"").status.success()
+    });
+    // A running session under the grant ends when bob revokes it — with the grant's name.
+    let mut tail = spawn(d, "alice", "payments/api-0 -- tail -f /etc/hosts", "tail");
+    eventually("tail runs", || file(d, "tail.out").contains("localhost"));
+    let rv = ssh(d, "bob", &format!("revoke {id}"), b"");
+    assert!(rv.status.success(), "{}", text(&rv.stderr));
+    let st = tail.wait().unwrap();
+    assert_eq!(st.code(), Some(255));
+    assert!(
+        file(d, "tail.err").contains(&format!(
+            "jitsh: session closed: your grant {id} ended (revoked by bob)"
+        )),
+        "{}",
+        file(d, "tail.err")
+    );
+    assert_eq!(
+        ssh(d, "alice", cat, b"").status.code(),
+        Some(126),
+        "revoked: no cat"
+    );
+
+    // A short grant ends on its own, and with it the session it allowed.
+    let o = ssh(
+        d,
+        "alice",
+        "request --rule oncall-payments-config --for 4s --reason quick look",
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id2 = text(&o.stdout).split('\t').next().unwrap().to_owned();
+    assert!(
+        ssh(d, "bob", &format!("approve {id2}"), b"")
+            .status
+            .success()
+    );
+    eventually("the short grant is in effect", || {
+        ssh(d, "alice", cat, b"").status.success()
+    });
+    let mut tail = spawn(d, "alice", "payments/api-0 -- tail -f /etc/hosts", "tail2");
+    let st = tail.wait().unwrap();
+    assert_eq!(st.code(), Some(255));
+    let err = file(d, "tail2.err");
+    assert!(
+        err.contains(&format!(
+            "jitsh: session closed: your grant {id2} ended (expired)"
+        )),
+        "{err}"
+    );
+    let ours = jsonl(&d.join("audit.jsonl"));
+    assert!(
+        ours.iter()
+            .any(|e| e["event"] == "approval.expired" && e["request"] == id2.as_str())
+    );
+    assert!(ours.iter().any(|e| e["event"] == "approval.revoked"
+        && e["request"] == id.as_str()
+        && e["user"] == "bob"));
+    assert!(
+        ours.iter()
+            .any(|e| e["event"] == "session.end" && e["code"] == "grant-ended")
+    );
+    // A grant for a rule that is not grant-only, or that does not name you, is refused.
+    let not_grant = ssh(d, "alice", "request --rule oncall-read --reason x", b"");
+    assert_eq!(not_grant.status.code(), Some(126));
+    assert!(text(&not_grant.stderr).contains("is not grant-only"));
+    let not_named = ssh(
+        d,
+        "carol",
+        "request --rule oncall-payments-config --reason x",
+        b"",
+    );
+    assert_eq!(not_named.status.code(), Some(126));
+    assert!(text(&not_named.stderr).contains("does not name you"));
+}

@@ -11,7 +11,7 @@
 //! ).unwrap();
 //! let person = |id: &str, g: &str| Principal {
 //!     identity: id.into(),
-//!     subject: Subject { user: id.into(), groups: vec![g.into()] },
+//!     subject: Subject { user: id.into(), groups: vec![g.into()], grants: Vec::new() },
 //! };
 //! let (alice, bob) = (person("alice", "oncall"), person("bob", "leads"));
 //! let pod = Target { namespace: "payments".into(), pod: "api-0".into(),
@@ -155,6 +155,55 @@ impl Policy {
             return Some("the request names an incident".to_owned());
         }
         None
+    }
+
+    /// Whether `subject` may ask for a grant of `rule`, and for how long at most: the rule
+    /// exists, is grant-only (`requiresGrant`), and names the subject by user or group.
+    pub fn grantable(&self, subject: &Subject, rule: &str) -> Result<std::time::Duration, String> {
+        let Some(r) = self.rule_named(rule) else {
+            return Err(format!("there is no policy rule {rule}"));
+        };
+        if !r.requires_grant() {
+            return Err(format!(
+                "policy rule {rule} is not grant-only: it needs no grant"
+            ));
+        }
+        let named =
+            r.users.contains(&subject.user) || r.groups.iter().any(|g| subject.groups.contains(g));
+        if !named {
+            return Err(format!("policy rule {rule} does not name you"));
+        }
+        Ok(r.max_grant())
+    }
+
+    /// Whether a grant of `rule` to `requester`, with these approvals, stands under the policy
+    /// in force: the rule is still grant-only and names the requester, and enough distinct
+    /// approvers (never the requester) approved it, or its `autoApprove` condition holds.
+    pub fn grant_stands(
+        &self,
+        rule: &str,
+        requester: &Principal,
+        approvals: &[Principal],
+        incident: Option<&str>,
+    ) -> bool {
+        self.grantable(&requester.subject, rule).is_ok()
+            && self
+                .approved_enough(
+                    rule,
+                    &Approvals {
+                        requester,
+                        target: &Target {
+                            namespace: String::new(),
+                            pod: String::new(),
+                            labels: Default::default(),
+                            container: String::new(),
+                        },
+                        stages: &[],
+                        approvals,
+                        incident,
+                    },
+                )
+                .is_ok()
     }
 
     /// Whether the approvals recorded on a request suffice under `rule` (or it auto-approves).

@@ -162,7 +162,7 @@ impl Policy {
         // Policy order: the rules live in one Vec, so address order is index order.
         out.sort_unstable_by_key(|r| std::ptr::from_ref::<Rule>(r).addr());
         out.dedup_by(|a, b| std::ptr::eq(*a, *b));
-        out.retain(|r| applies(r, target, mode));
+        out.retain(|r| applies(r, target, mode) && holds(subject, r));
         out
     }
 
@@ -193,7 +193,8 @@ impl Policy {
     pub fn session_limits(&self, subject: &Subject, target: &Target) -> Limits {
         let mut out: Option<Limits> = None;
         for r in self.rules.iter().filter(|r| {
-            r.users.contains(&subject.user) || r.groups.iter().any(|g| subject.groups.contains(g))
+            (r.users.contains(&subject.user) || r.groups.iter().any(|g| subject.groups.contains(g)))
+                && holds(subject, r)
         }) {
             let _ = target;
             out = Some(match out {
@@ -455,6 +456,11 @@ impl Misses {
 
 /// Whether a candidate rule (one the index found for the target's namespace) grants `mode` on
 /// the target.
+/// A grant-only rule is in effect only while the subject holds a grant for it.
+pub(super) fn holds(subject: &Subject, r: &Rule) -> bool {
+    !r.requires_grant || subject.grants.iter().any(|g| *g == r.name)
+}
+
 fn applies(r: &Rule, target: &Target, mode: Mode) -> bool {
     // The index found the namespace (or `*`) in some target; with one target, in that one.
     let one = r.targets.len() == 1;

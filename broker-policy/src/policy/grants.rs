@@ -17,6 +17,11 @@ pub struct Grant {
     pub files: Vec<String>,
     /// Ports for port-forward.
     pub ports: Vec<u16>,
+    /// A grant-only rule: in effect only under an approved grant (`held` says whether the
+    /// subject holds one now).
+    pub requires_grant: bool,
+    /// Whether the subject holds a grant for it (always true for other rules).
+    pub held: bool,
 }
 
 impl Policy {
@@ -54,6 +59,8 @@ impl Policy {
                     commands: r.commands.iter().map(|p| p.source().to_owned()).collect(),
                     files: r.file_globs().into_iter().map(str::to_owned).collect(),
                     ports: r.ports.clone(),
+                    requires_grant: r.requires_grant,
+                    held: super::decide::holds(subject, r),
                 }
             })
             .collect()

@@ -35,6 +35,8 @@ const RULE_KEYS: &[&str] = &[
     "approval",
     "breakGlass",
     "limits",
+    "requiresGrant",
+    "maxGrant",
 ];
 const TARGET_KEYS: &[&str] = &["namespaces", "pods", "containers", "labels"];
 const APPROVAL_KEYS: &[&str] = &["approvers", "from", "autoApprove"];
@@ -93,6 +95,8 @@ struct RuleDoc {
     approval: Option<ApprovalDoc>,
     break_glass: Option<BreakGlassDoc>,
     limits: LimitsDoc,
+    requires_grant: bool,
+    max_grant: Option<Duration>,
 }
 
 struct TargetDoc {
@@ -194,6 +198,10 @@ fn read_rule(r: &mut Reader<'_>, n: &Spanned<Node>) -> Option<RuleDoc> {
         limits: present(f.get("limits"))
             .and_then(|n| read_limits(r, n))
             .unwrap_or_default(),
+        requires_grant: r
+            .flag(f.get("requiresGrant"), "`requiresGrant`")
+            .unwrap_or(false),
+        max_grant: present(f.get("maxGrant")).and_then(|n| r.duration(Some(n), "`maxGrant`")),
     })
 }
 
@@ -381,6 +389,16 @@ fn validate(doc: Doc, errors: &mut Vec<PolicyError>) -> Vec<Rule> {
                 },
             }
         });
+        if r.requires_grant && approval.is_none() {
+            errors.push(rule_at(
+                "requiresGrant needs an approval block naming who approves grants",
+            ));
+        }
+        if r.max_grant.is_some() && !r.requires_grant {
+            errors.push(rule_at(
+                "maxGrant applies only to a rule with requiresGrant: true",
+            ));
+        }
         if !r.approval_required.is_empty() && approval.is_none() {
             errors.push(rule_at(
                 "approvalRequired needs an approval block naming the approvers",
@@ -414,11 +432,16 @@ fn validate(doc: Doc, errors: &mut Vec<PolicyError>) -> Vec<Rule> {
                 idle_timeout: r.limits.idle_timeout.unwrap_or(d.idle_timeout),
                 recording: r.limits.recording.unwrap_or(d.recording),
             },
+            requires_grant: r.requires_grant,
+            max_grant: r.max_grant.unwrap_or(DEFAULT_MAX_GRANT),
             ids: RulePrograms::default(),
         });
     }
     rules
 }
+
+/// The longest grant of a grant-only rule without `maxGrant`.
+const DEFAULT_MAX_GRANT: Duration = Duration::from_secs(3600);
 
 fn glob(s: &Spanned<String>, errors: &mut Vec<PolicyError>) -> Option<NameGlob> {
     let special = |t: &str| t.contains(['*', '?', '[', ']', '{', '}', '\\']);

@@ -11,7 +11,7 @@
 //!      targets: [{namespaces: [payments]}]\n  modes: [exec]\n  \
 //!      commands: ['tail -n <int> <path:/var/log/**>']\n",
 //! ).unwrap();
-//! let alice = Subject { user: "alice".into(), groups: vec!["sre".into()] };
+//! let alice = Subject { user: "alice".into(), groups: vec!["sre".into()], grants: Vec::new() };
 //! let pod = Target { namespace: "payments".into(), pod: "api-0".into(),
 //!     labels: Default::default(), container: "app".into() };
 //! let line = parse_command_line("tail -n 5 /var/log/app.log").unwrap();
@@ -310,17 +310,27 @@ impl Permit<BreakGlassShell> {
     }
 }
 
-/// Something allowed that must stay allowed: decided again whenever the policy changes.
+/// Something allowed that must stay allowed: decided again whenever the policy or the
+/// subject's grants change.
 pub trait Recheck: Send + Sync {
-    /// Decides the same request again under `policy`: `Ok` while it is still allowed, else
-    /// the new decision.
-    fn recheck(&self, policy: &Policy) -> Result<(), Decision>;
+    /// Decides the same request again under `policy`, with the grants the subject holds now:
+    /// `Ok` while it is still allowed, else the new decision.
+    fn recheck(&self, policy: &Policy, grants: &[String]) -> Result<(), Decision>;
+    /// The subject it was issued to (whose grants to look up).
+    fn holder(&self) -> &Subject;
 }
 
 impl<K: Kind> Recheck for Permit<K> {
-    fn recheck(&self, policy: &Policy) -> Result<(), Decision> {
+    fn holder(&self) -> &Subject {
+        &self.subject
+    }
+    fn recheck(&self, policy: &Policy, grants: &[String]) -> Result<(), Decision> {
+        let subject = Subject {
+            grants: grants.to_vec(),
+            ..self.subject.clone()
+        };
         let d = policy.decide(&Request {
-            subject: &self.subject,
+            subject: &subject,
             target: &self.target,
             mode: K::MODE,
             action: self.what.action(),

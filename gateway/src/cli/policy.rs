@@ -24,6 +24,9 @@ pub enum PolicyCommand {
         /// A group of the user (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
+        /// Decide as if the user held an approved grant for this grant-only rule (repeatable).
+        #[arg(long = "with-grant")]
+        with_grants: Vec<String>,
         /// NAMESPACE/POD[/CONTAINER].
         #[arg(long)]
         target: String,
@@ -161,6 +164,7 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
             policy,
             user,
             groups,
+            with_grants,
             target,
             labels,
             mode,
@@ -182,7 +186,11 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 eprintln!("jitsh: policy check: unknown mode {mode:?}");
                 return ExitCode::from(2);
             };
-            let subject = Subject { user, groups };
+            let subject = Subject {
+                user,
+                groups,
+                grants: with_grants,
+            };
             let d = decide(&policy, &subject, &target, mode, line.as_deref(), &argv);
             if json {
                 println!(
@@ -234,6 +242,9 @@ struct Case {
     user: String,
     #[serde(default)]
     groups: Vec<String>,
+    /// Grant-only rules the user holds an approved grant for.
+    #[serde(default, rename = "withGrants")]
+    with_grants: Vec<String>,
     target: String,
     #[serde(default = "exec")]
     mode: String,
@@ -266,6 +277,7 @@ fn run_cases(policy: &Policy, path: &Path) -> ExitCode {
         let subject = Subject {
             user: c.user.clone(),
             groups: c.groups.clone(),
+            grants: c.with_grants.clone(),
         };
         let d = decide(policy, &subject, &target, mode, Some(&c.line), &[]);
         let got = effect_name(d.effect());

@@ -201,10 +201,15 @@ impl KubeAccess {
         namespace: &str,
         audit_id: &str,
     ) -> Result<Requests, KubeError> {
+        tracing::debug!(on_behalf = on_behalf.identity(), "accessrequests client");
+        self.own_requests(namespace, audit_id)
+    }
+
+    /// AccessRequests as the gateway itself, for its own housekeeping (marking expiries).
+    pub fn own_requests(&self, namespace: &str, audit_id: &str) -> Result<Requests, KubeError> {
         let mut c = self.base.clone();
         let v = HeaderValue::from_str(audit_id).map_err(KubeError::AuditId)?;
         c.headers.push((HeaderName::from_static("audit-id"), v));
-        tracing::debug!(on_behalf = on_behalf.identity(), "accessrequests client");
         Ok(Requests {
             api: kube::Api::namespaced(kube::Client::try_from(c)?, namespace),
         })

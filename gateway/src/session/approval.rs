@@ -74,9 +74,11 @@ pub(crate) async fn obtain(
         &api,
         &base,
         Ask {
-            resolved,
+            what: broker::What::Command {
+                resolved,
+                stages: d.held_stages(),
+            },
             rule,
-            stages: d.held_stages(),
             reason: why.reason,
             incident: why.incident,
         },
@@ -88,7 +90,7 @@ pub(crate) async fn obtain(
             return fail(ctx, &format!("the approval request could not be made: {e}")).await;
         }
     };
-    let mut r = asked.request;
+    let r = asked.request;
     let id = broker::id_of(&r).to_owned();
     if !why.wait {
         // `request` without --wait: say what there is and leave it to be approved.
@@ -125,72 +127,96 @@ pub(crate) async fn obtain(
         .as_ref()
         .map(|s| s.approvers.join(", "))
         .unwrap_or_default();
-    let until = Instant::now() + gw.settings().broker.wait;
-    let mut announced = false;
-    let mut changes = gw.broker().subscribe();
-    loop {
-        match broker::state_of(&r) {
-            State::Approved => {
-                if ctx.tty && announced {
-                    ctx.status("").await;
-                }
-                return run_approved(ctx, &api, &base, resolved, parsed, &r, &cid).await;
-            }
-            State::Pending => {
-                if !announced {
-                    let verb = if asked.created {
-                        "sent to"
-                    } else {
-                        "still waiting at"
-                    };
-                    ctx.say(&format!(
-                        "approval needed: request {id} {verb} {from} ({} approvals); waiting …",
-                        broker::progress(&r)
-                    ))
-                    .await;
-                    announced = true;
-                }
-            }
-            State::Denied => {
-                let d = r
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.denial.clone())
-                    .unwrap_or_default();
-                return exit(
-                    ctx,
-                    &format!("request {id} was denied by {}: {}", d.by, d.reason),
-                )
-                .await;
-            }
-            State::Revoked => {
-                let v = r
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.revocation.clone())
-                    .unwrap_or_default();
-                return exit(ctx, &format!("request {id} was revoked by {}", v.by)).await;
-            }
-            State::Expired => {
-                return exit(ctx, &format!("request {id} expired before it was approved")).await;
-            }
-            State::Consumed => {
-                return exit(
-                    ctx,
-                    &format!("request {id} was used by another command; run it again to ask anew"),
-                )
-                .await;
-            }
+    if broker::state_of(&r) == State::Pending {
+        let verb = if asked.created {
+            "sent to"
+        } else {
+            "still waiting at"
+        };
+        ctx.say(&format!(
+            "approval needed: request {id} {verb} {from} ({} approvals); waiting …",
+            broker::progress(&r)
+        ))
+        .await;
+    }
+    match wait(ctx, &api, &base, r).await {
+        Waited::Decided(r) if broker::state_of(&r) == State::Approved => {
+            run_approved(ctx, &api, &base, resolved, parsed, &r, &cid).await
         }
-        // Wait for a change: the replica's watch, a periodic read, the request's own expiry or
-        // the end of the wait.
+        Waited::Decided(r) => exit(ctx, &ended_line(&r)).await,
+        Waited::TimedOut(r) => {
+            ctx.say(&format!(
+                "no approval yet for request {id} ({}); it stays open — run the same command again once it is approved",
+                broker::progress(&r)
+            ))
+            .await;
+            Obtained::Exit(WAITING_STATUS)
+        }
+        Waited::Failed(code) => Obtained::Exit(code),
+    }
+}
+
+/// How a wait for a request ended.
+enum Waited {
+    /// It is no longer pending.
+    Decided(AccessRequest),
+    /// `broker.wait` passed and it is still pending.
+    TimedOut(AccessRequest),
+    /// It could not be read (said already): exit with this status.
+    Failed(u32),
+}
+
+/// Why a request that is over did not give what was asked.
+fn ended_line(r: &AccessRequest) -> String {
+    let id = broker::id_of(r);
+    let st = r.status.clone().unwrap_or_default();
+    match broker::state_of(r) {
+        State::Denied => {
+            let d = st.denial.unwrap_or_default();
+            format!("request {id} was denied by {}: {}", d.by, d.reason)
+        }
+        State::Revoked => {
+            let v = st.revocation.unwrap_or_default();
+            format!("request {id} was revoked by {}", v.by)
+        }
+        State::Expired => format!("request {id} expired before it was approved"),
+        State::Consumed => {
+            format!("request {id} was used by another command; run it again to ask anew")
+        }
+        State::Pending | State::Approved => format!(
+            "request {id} is {}",
+            broker::state_of(r).as_str().to_lowercase()
+        ),
+    }
+}
+
+/// Waits until a pending request is decided (the replica's watch, a periodic read, its own
+/// expiry) or `broker.wait` passes, keeping the session alive and, on a terminal, a status line
+/// up to date.
+async fn wait(ctx: &Ctx<'_>, api: &Requests, base: &Event, mut r: AccessRequest) -> Waited {
+    let gw = ctx.gw;
+    let id = broker::id_of(&r).to_owned();
+    let until = Instant::now() + gw.settings().broker.wait;
+    let mut changes = gw.broker().subscribe();
+    let done = |w: Waited| async move {
+        if ctx.tty {
+            ctx.status("").await;
+        }
+        w
+    };
+    loop {
+        if broker::state_of(&r) != State::Pending {
+            return done(Waited::Decided(r)).await;
+        }
+        if Instant::now() >= until {
+            return done(Waited::TimedOut(r)).await;
+        }
         let expires = r
             .status
             .as_ref()
             .and_then(|s| s.expires_at.as_deref())
             .and_then(|e| humantime::parse_rfc3339(e).ok())
-            .and_then(|e| e.duration_since(SystemTime::now()).ok())
-            .map(|left| Instant::now() + left);
+            .map(|e| Instant::now() + e.duration_since(SystemTime::now()).unwrap_or_default());
         let next = match expires {
             Some(e) if e < until => e,
             _ => until,
@@ -229,23 +255,18 @@ pub(crate) async fn obtain(
             Some(o) => o,
             None => match api.get(&id).await {
                 Ok(Some(o)) => o,
-                Ok(None) => return exit(ctx, &format!("request {id} is gone")).await,
-                Err(e) => return fail(ctx, &e.to_string()).await,
+                Ok(None) => {
+                    ctx.say(&format!("request {id} is gone")).await;
+                    return done(Waited::Failed(DENIED_STATUS)).await;
+                }
+                Err(e) => {
+                    ctx.say(&e.to_string()).await;
+                    return done(Waited::Failed(1)).await;
+                }
             },
         };
-        if let Ok(settled) = broker::settle(gw, &api, &base, r.clone()).await {
+        if let Ok(settled) = broker::settle(gw, api, base, r.clone()).await {
             r = settled;
-        }
-        if Instant::now() >= until && broker::state_of(&r) == State::Pending {
-            if ctx.tty {
-                ctx.status("").await;
-            }
-            ctx.say(&format!(
-                "no approval yet for request {id} ({}); it stays open — run the same command again once it is approved",
-                broker::progress(&r)
-            ))
-            .await;
-            return Obtained::Exit(WAITING_STATUS);
         }
     }
 }
@@ -341,6 +362,149 @@ pub(crate) async fn request(
     super::command::one_shot(ctx, cid, target, line, why, read).await
 }
 
+/// `request --rule NAME [--for D] --reason TEXT [--incident ID] [--wait]`: asks for a grant of
+/// a grant-only rule, for at most the rule's `maxGrant`.
+pub(crate) async fn grant(
+    ctx: &Ctx<'_>,
+    cid: &CommandId,
+    rule: &str,
+    asked_for: Option<Duration>,
+    why: Why<'_>,
+) -> u32 {
+    let reason = match broker::check_text("the reason", why.reason.unwrap_or_default()) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.say(&format!("request: {e}")).await;
+            return 2;
+        }
+    };
+    let incident = match why.incident.map(|i| broker::check_text("the incident", i)) {
+        Some(Err(e)) => {
+            ctx.say(&format!("request: {e}")).await;
+            return 2;
+        }
+        Some(Ok(i)) => Some(i),
+        None => None,
+    };
+    let policy = ctx.gw.policy();
+    let longest = match policy.grantable(&ctx.subject(), rule) {
+        Ok(d) => d,
+        Err(e) => {
+            ctx.say(&format!("request: {e}")).await;
+            return DENIED_STATUS;
+        }
+    };
+    drop(policy);
+    let lasts = asked_for.unwrap_or(longest).min(longest);
+    if asked_for.is_some_and(|d| d > longest) {
+        ctx.say(&format!(
+            "request: policy rule {rule} grants at most {}; asking for that",
+            humantime::format_duration(longest)
+        ))
+        .await;
+    }
+    let base = ctx.event(cid);
+    let api = match broker::requests(ctx.gw, ctx.id, cid) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.say(&e.to_string()).await;
+            return 1;
+        }
+    };
+    if let Some((_, id)) = ctx
+        .gw
+        .broker()
+        .held(&ctx.gw.policy(), &broker::principal(ctx.id))
+        .into_iter()
+        .find(|(r, _)| r == rule)
+    {
+        ctx.say(&format!(
+            "request: you already hold grant {id} for policy rule {rule}"
+        ))
+        .await;
+        return 0;
+    }
+    let asked = broker::ask(
+        ctx.gw,
+        ctx.id,
+        &api,
+        &base,
+        Ask {
+            what: broker::What::Grant(lasts),
+            rule,
+            reason: Some(&reason),
+            incident: incident.as_deref(),
+        },
+    )
+    .await;
+    let r = match asked {
+        Ok(a) => a.request,
+        Err(e) => {
+            ctx.say(&format!("the grant request could not be made: {e}"))
+                .await;
+            return 1;
+        }
+    };
+    let id = broker::id_of(&r).to_owned();
+    let from = r
+        .status
+        .as_ref()
+        .map(|s| s.approvers.join(", "))
+        .unwrap_or_default();
+    let r = if why.wait && broker::state_of(&r) == State::Pending {
+        ctx.say(&format!(
+            "approval needed: grant request {id} sent to {from} ({} approvals); waiting …",
+            broker::progress(&r)
+        ))
+        .await;
+        match wait(ctx, &api, &base, r).await {
+            Waited::Decided(r) | Waited::TimedOut(r) => r,
+            Waited::Failed(code) => return code,
+        }
+    } else {
+        r
+    };
+    let state = broker::state_of(&r);
+    let until = r
+        .status
+        .as_ref()
+        .and_then(|s| s.expires_at.clone())
+        .unwrap_or_default();
+    ctx.print(&format!(
+        "{id}\t{}\t{}\n",
+        state.as_str(),
+        broker::progress(&r)
+    ))
+    .await;
+    match state {
+        State::Approved => {
+            ctx.say(&format!(
+                "grant {id} for policy rule {rule} is in force until {until}"
+            ))
+            .await;
+            0
+        }
+        State::Pending if why.wait => {
+            ctx.say(&format!(
+                "no approval yet for grant request {id}; it stays open until {until}"
+            ))
+            .await;
+            WAITING_STATUS
+        }
+        State::Pending => {
+            ctx.say(&format!(
+                "grant request {id} sent to {from}; see 'requests' for its state"
+            ))
+            .await;
+            0
+        }
+        _ => {
+            ctx.say(&ended_line(&r)).await;
+            DENIED_STATUS
+        }
+    }
+}
+
 /// `approve ID [--comment TEXT]`.
 pub(crate) async fn approve(
     ctx: &Ctx<'_>,
@@ -362,7 +526,14 @@ pub(crate) async fn approve(
     match broker::approve(ctx.gw, ctx.id, &api, &base, id, comment).await {
         Ok(r) => {
             let state = broker::state_of(&r);
-            let more = if state == State::Approved {
+            let until = r
+                .status
+                .as_ref()
+                .and_then(|s| s.expires_at.clone())
+                .unwrap_or_default();
+            let more = if state == State::Approved && r.spec.duration.is_some() {
+                format!("{} holds the grant until {until}", r.spec.requester.user)
+            } else if state == State::Approved {
                 format!("{} may now run it once", r.spec.requester.user)
             } else {
                 "more approvals are needed".to_owned()

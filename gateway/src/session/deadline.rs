@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use jitsh_broker_policy::Recheck;
+use jitsh_broker_policy::{Principal, Recheck};
 use jitsh_certs::VerifiedIdentity;
 
 use crate::gateway::Gateway;
@@ -34,6 +34,8 @@ pub(crate) enum EndReason {
     ClientGone,
     /// The session's recording cannot be written (evidence first: the session ends).
     RecordingFailed(String),
+    /// The grant the session depended on ended (its id, and how: expired, revoked by X).
+    GrantEnded(String, String),
 }
 
 impl EndReason {
@@ -49,6 +51,7 @@ impl EndReason {
             EndReason::NoLongerAllowed(_) => "policy-changed",
             EndReason::ClientGone => "client-gone",
             EndReason::RecordingFailed(_) => "recording-failed",
+            EndReason::GrantEnded(..) => "grant-ended",
         }
     }
 }
@@ -69,6 +72,7 @@ impl fmt::Display for EndReason {
             }
             EndReason::ClientGone => f.write_str("the client went away"),
             EndReason::RecordingFailed(why) => write!(f, "{why}"),
+            EndReason::GrantEnded(id, how) => write!(f, "your grant {id} ended ({how})"),
         }
     }
 }
@@ -98,6 +102,10 @@ pub(crate) struct Clock {
     changed: tokio::sync::Notify,
     serial: u64,
     key_id: String,
+    /// Who the session's permits were issued to (whose grants count).
+    who: Principal,
+    /// The grants (rule, id) the session's permits could rest on when last decided.
+    grants_seen: Mutex<Vec<(String, String)>>,
     holds: Mutex<Vec<(u64, Held)>>,
     next_hold: AtomicU64,
 }
@@ -137,6 +145,11 @@ impl Clock {
             changed: tokio::sync::Notify::new(),
             serial: id.serial(),
             key_id: id.key_id().to_owned(),
+            who: crate::broker::principal(id),
+            grants_seen: Mutex::new(
+                gw.broker()
+                    .held(&gw.policy(), &crate::broker::principal(id)),
+            ),
             holds: Mutex::new(Vec::new()),
             next_hold: AtomicU64::new(0),
         })
@@ -185,7 +198,9 @@ impl Clock {
         revoked(gw, self.serial, &self.key_id)
     }
 
-    fn still_allowed(&self, gw: &Gateway) -> Result<(), String> {
+    /// Decides every held permit again, with the grants the person holds now. A permit that no
+    /// longer holds ends the session: with the grant that ended, when one did.
+    fn still_allowed(&self, gw: &Gateway) -> Result<(), EndReason> {
         let checks: Vec<Held> = self
             .holds
             .lock()
@@ -194,10 +209,28 @@ impl Clock {
             .map(|(_, c)| c.clone())
             .collect();
         let policy = gw.policy();
+        let held = gw.broker().held(&policy, &self.who);
+        let ended: Vec<String> = {
+            let mut seen = self
+                .grants_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let ended = seen
+                .iter()
+                .filter(|g| !held.contains(g))
+                .map(|(_, id)| id.clone())
+                .collect();
+            seen.clone_from(&held);
+            ended
+        };
+        let rules: Vec<String> = held.into_iter().map(|(rule, _)| rule).collect();
         checks
             .iter()
-            .try_for_each(|held| held.recheck(&policy))
-            .map_err(|d| d.reasons().join("; "))
+            .try_for_each(|c| c.recheck(&policy, &rules))
+            .map_err(|d| match ended.first() {
+                Some(id) => EndReason::GrantEnded(id.clone(), gw.broker().how_it_ended(id)),
+                None => EndReason::NoLongerAllowed(d.reasons().join("; ")),
+            })
     }
 
     /// Resolves with the reason when the session must end; one minute before a fixed end
@@ -216,7 +249,7 @@ impl Clock {
                 return EndReason::Revoked;
             }
             if let Err(why) = self.still_allowed(gw) {
-                return EndReason::NoLongerAllowed(why);
+                return why;
             }
             let (end, why, idle) = {
                 let f = self.fixed.lock().unwrap_or_else(PoisonError::into_inner);

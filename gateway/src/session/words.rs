@@ -41,10 +41,22 @@ pub(crate) async fn whoami(ctx: &Ctx<'_>) -> u32 {
     if grants.is_empty() {
         msg.push_str("policy: grants you nothing\n");
     }
+    let held = ctx
+        .gw
+        .broker()
+        .held(&ctx.gw.policy(), &crate::broker::principal(id));
     for g in grants {
         let modes: Vec<&str> = g.modes.iter().map(|m| m.as_str()).collect();
+        let grant = match held.iter().find(|(rule, _)| *rule == g.rule) {
+            Some((_, rid)) => format!(" (granted by request {rid})"),
+            None if g.requires_grant => format!(
+                " (grant-only: ask with 'request --rule {} --for 30m --reason TEXT')",
+                g.rule
+            ),
+            None => String::new(),
+        };
         msg.push_str(&format!(
-            "policy rule {}: {} on namespace {}\n",
+            "policy rule {}: {} on namespace {}{grant}\n",
             g.rule,
             modes.join(", "),
             g.namespaces.join(", ")

@@ -232,6 +232,21 @@ async fn route(
                 let ch = command::Channel { tty, resize, read };
                 approval::request(ctx, &cid, &target, &line, why, ch).await
             }
+            Intent::Grant {
+                rule,
+                duration,
+                reason,
+                incident,
+                wait,
+            } => {
+                let why = approval::Why {
+                    explicit: true,
+                    reason: Some(&reason),
+                    incident: incident.as_deref(),
+                    wait,
+                };
+                approval::grant(ctx, &cid, &rule, duration, why).await
+            }
             Intent::Requests { all, json } => approval::list(ctx, &cid, all, json).await,
             Intent::Approve { id, comment } => {
                 approval::approve(ctx, &cid, &id, comment.as_deref()).await
