@@ -31,6 +31,13 @@ rules:
     commands: ['ps aux', 'sleep <int>']
     approvalRequired: ['kill -TERM <int>']
     approval: {approvers: 2, from: [payments-leads, sre]}
+  - name: config
+    groups: [oncall-payments]
+    targets: [{namespaces: [payments]}]
+    modes: [exec]
+    requiresGrant: true
+    commands: ['tail -f <path:/etc/**>']
+    approval: {approvers: 1, from: [payments-leads]}
 ";
 
 /// An HTTP receiver on 127.0.0.1: every POSTed JSON body, in order.
@@ -317,6 +324,32 @@ fn replicas_share_requests_through_the_api() {
         format!("jitsh: approve: request {id5} is expired, not pending\n")
     );
     drop(gw_c);
+
+    // A grant approved on B is in effect on A; revoked on B, it ends A's session.
+    let o = run(d, "ssh_a", "alice", "request --rule config --for 10m --reason replicas");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let gid = text(&o.stdout).split('\t').next().unwrap().to_owned();
+    assert!(run(d, "ssh_b", "bob", &format!("approve {gid}")).status.success());
+    let mut tail = None;
+    eventually("the grant is in effect on A", || {
+        let mut t = spawn(d, "ssh_a", "alice", "payments/api-0 -- tail -f /etc/hosts", "gt");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if t.try_wait().unwrap().is_none() {
+            tail = Some(t);
+            true
+        } else {
+            false
+        }
+    });
+    let mut tail = tail.unwrap();
+    eventually("tail runs", || file(d, "gt.out").contains("localhost"));
+    assert!(run(d, "ssh_b", "bob", &format!("revoke {gid}")).status.success());
+    assert_eq!(tail.wait().unwrap().code(), Some(255));
+    assert!(
+        file(d, "gt.err").contains(&format!("your grant {gid} ended (revoked by bob)")),
+        "{}",
+        file(d, "gt.err")
+    );
 
     // Each replica's audit log has its own side; the webhook (A's) saw A's changes, with text.
     let a = jsonl(&d.join("audit.jsonl"));
