@@ -6,6 +6,7 @@
 //! how it differs from a real API server.
 
 mod audit;
+mod crd;
 mod error;
 mod fixture;
 mod handlers;
