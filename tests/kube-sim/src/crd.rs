@@ -1,7 +1,7 @@
 //! The CustomResourceDefinitions kube-sim serves: the deploy files themselves, embedded at build
 //! time and parsed once. Each CRD is stored as an `apiextensions.k8s.io/v1` object (so
-//! `kubectl get crd` works), and its names and scope become the discovery entry and the routing of
-//! its custom resources.
+//! `kubectl get crd` works), its names and scope become the discovery entry and the routing of its
+//! custom resources, and its `additionalPrinterColumns` drive their Table output.
 
 use std::sync::LazyLock;
 
@@ -63,6 +63,17 @@ fn parse(text: &str) -> Result<Value, String> {
         .ok_or("spec.versions is required")?;
     for v in versions {
         str_at(v, "/name")?;
+        for col in v
+            .get("additionalPrinterColumns")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let path = str_at(col, "/jsonPath")?;
+            if crate::table::JsonPath::parse(path).is_none() {
+                return Err(format!("unsupported printer column jsonPath {path:?}"));
+            }
+        }
     }
     Ok(crd)
 }
@@ -144,6 +155,38 @@ pub(crate) fn established(crd: &Value) -> Value {
         }),
     );
     crd
+}
+
+/// The `additionalPrinterColumns` of one version of the CRD that defines `def`, or the
+/// API server's default (`Age` from `.metadata.creationTimestamp`) when it defines none.
+pub(crate) fn printer_columns(crds: &[Value], def: &ResourceDef) -> Vec<Value> {
+    let columns = crds
+        .iter()
+        .filter(|c| {
+            c.pointer("/spec/group").and_then(Value::as_str) == Some(def.group)
+                && c.pointer("/spec/names/plural").and_then(Value::as_str) == Some(def.plural)
+        })
+        .flat_map(|c| {
+            c.pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(def.version))
+        .and_then(|v| {
+            v.get("additionalPrinterColumns")
+                .and_then(Value::as_array)
+                .cloned()
+        })
+        .unwrap_or_default();
+    if columns.is_empty() {
+        vec![
+            json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+                    "description": crate::table::CREATION_TIMESTAMP_DESCRIPTION}),
+        ]
+    } else {
+        columns
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod sim;
 mod status;
 mod store;
 pub mod streams;
+mod table;
 mod tls;
 
 pub use error::SimError;
