@@ -16,6 +16,10 @@ use crate::server::{Ctx, flag, param};
 use crate::status::ApiError;
 use crate::store::{FieldSelector, LabelSelector};
 use crate::streams;
+use crate::table::{self, Convertor, Target};
+
+/// The store key of CustomResourceDefinitions.
+const CRD_KEY: &str = "customresourcedefinitions.apiextensions.k8s.io";
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -127,11 +131,109 @@ fn selectors(ctx: &Ctx) -> Result<(LabelSelector, FieldSelector), ApiError> {
     ))
 }
 
+/// The table convertor for `def`, from the stored CRDs.
+fn convertor(ctx: &Ctx, def: &ResourceDef) -> Convertor {
+    let (crds, _) = ctx.sim.store.list(CRD_KEY, None);
+    Convertor::for_resource(def, &crds)
+}
+
+/// What the requested object or list is called in a 406 for a mismatched PartialObjectMetadata.
+fn go_type(def: &ResourceDef, list: bool) -> String {
+    let list = if list { "List" } else { "" };
+    format!("{}, Kind={}{list}", def.api_version(), def.kind)
+}
+
+/// One (typed) object, in the negotiated representation.
+fn present_object(
+    ctx: &Ctx,
+    def: &ResourceDef,
+    target: Target,
+    obj: Value,
+) -> Result<Value, ApiError> {
+    match target {
+        Target::Plain => Ok(obj),
+        Target::Table { version, include } => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            Ok(table::table(
+                &convertor(ctx, def),
+                &[obj],
+                &rv,
+                version,
+                include,
+                true,
+            ))
+        }
+        Target::Partial {
+            version,
+            list: false,
+        } => Ok(table::partial(&obj, version)),
+        Target::Partial { list: true, .. } => Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "you requested PartialObjectMetadataList, but the requested object is not a list ({})",
+                go_type(def, false)
+            ),
+        )),
+    }
+}
+
+/// A list of (typed) objects, in the negotiated representation.
+fn present_list(
+    ctx: &Ctx,
+    def: &ResourceDef,
+    target: Target,
+    items: Vec<Value>,
+    rv: &str,
+) -> Result<Value, ApiError> {
+    match target {
+        Target::Plain => Ok(
+            json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(),
+                   "metadata": {"resourceVersion": rv}, "items": items}),
+        ),
+        Target::Table { version, include } => Ok(table::table(
+            &convertor(ctx, def),
+            &items,
+            rv,
+            version,
+            include,
+            true,
+        )),
+        Target::Partial {
+            version,
+            list: true,
+        } => Ok(table::partial_list(&items, rv, version)),
+        Target::Partial { list: false, .. } => Err(ApiError::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "you requested PartialObjectMetadata, but the requested object is a list ({})",
+                go_type(def, true)
+            ),
+        )),
+    }
+}
+
 async fn stored(ctx: Ctx, def: &'static ResourceDef) -> Result<Response, ApiError> {
     let key = store_key(def);
     let ns = ctx.info.namespace.clone().unwrap_or_default();
     let name = ctx.info.name.clone();
     let status_sub = ctx.info.subresource.as_deref() == Some("status");
+    let target = match ctx.info.verb.as_str() {
+        "get" | "list" | "watch" => {
+            let accept = ctx
+                .parts
+                .headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok());
+            table::negotiate(accept, &ctx.query)?
+        }
+        _ => Target::Plain,
+    };
     match (ctx.info.verb.as_str(), name) {
         ("get", Some(name)) => {
             let obj = ctx
@@ -144,7 +246,8 @@ async fn stored(ctx: Ctx, def: &'static ResourceDef) -> Result<Response, ApiErro
             } else {
                 obj
             };
-            Ok(json_response(StatusCode::OK, &with_type(obj, def)))
+            let out = present_object(&ctx, def, target, with_type(obj, def))?;
+            Ok(json_response(StatusCode::OK, &out))
         }
         ("list", None) => {
             let (ls, fs) = selectors(&ctx)?;
@@ -161,11 +264,10 @@ async fn stored(ctx: Ctx, def: &'static ResourceDef) -> Result<Response, ApiErro
                 })
                 .map(|o| with_type(o, def))
                 .collect();
-            let list = json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(),
-                              "metadata": {"resourceVersion": rv.to_string()}, "items": items});
+            let list = present_list(&ctx, def, target, items, &rv.to_string())?;
             Ok(json_response(StatusCode::OK, &list))
         }
-        ("watch", name) => watch(ctx, def, name),
+        ("watch", name) => watch(ctx, def, name, target),
         ("create", None) => {
             let mut obj = read_json(ctx.body).await?;
             check_type(&obj, def)?;
@@ -348,7 +450,12 @@ fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn watch(ctx: Ctx, def: &'static ResourceDef, name: Option<String>) -> Result<Response, ApiError> {
+fn watch(
+    ctx: Ctx,
+    def: &'static ResourceDef,
+    name: Option<String>,
+    target: Target,
+) -> Result<Response, ApiError> {
     let (ls, mut fs) = selectors(&ctx)?;
     if let Some(n) = name {
         fs = FieldSelector::parse(&format!("metadata.name={n}"))?;
@@ -385,8 +492,33 @@ fn watch(ctx: Ctx, def: &'static ResourceDef, name: Option<String>) -> Result<Re
         (evs, rx)
     };
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    let encode = move |kind: &str, obj: Value| -> Bytes {
-        let mut line = json!({"type": kind, "object": with_type(obj, def)}).to_string();
+    let table_convertor = matches!(target, Target::Table { .. }).then(|| convertor(&ctx, def));
+    // As on the API server, each event's object is transformed; a Table carries its column
+    // definitions in the first event only.
+    let mut headers = true;
+    let mut encode = move |kind: &str, obj: Value| -> Bytes {
+        let obj = with_type(obj, def);
+        let obj = match (target, &table_convertor) {
+            (Target::Table { version, include }, Some(c)) => {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let t = table::table(c, &[obj], &rv, version, include, headers);
+                headers = false;
+                t
+            }
+            (
+                Target::Partial {
+                    version,
+                    list: false,
+                },
+                _,
+            ) => table::partial(&obj, version),
+            _ => obj,
+        };
+        let mut line = json!({"type": kind, "object": obj}).to_string();
         line.push('\n');
         Bytes::from(line)
     };

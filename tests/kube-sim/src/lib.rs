@@ -6,6 +6,7 @@
 //! how it differs from a real API server.
 
 mod audit;
+mod crd;
 mod error;
 mod fixture;
 mod handlers;
@@ -19,6 +20,7 @@ mod sim;
 mod status;
 mod store;
 pub mod streams;
+mod table;
 mod tls;
 
 pub use error::SimError;

@@ -1,8 +1,11 @@
 //! The resources kube-sim serves and the parsing of a request path into request attributes
 //! (the API server's `RequestInfo`).
 
+use std::sync::LazyLock;
+
 use serde_json::{Value, json};
 
+use crate::crd;
 use crate::object;
 use crate::status::ApiError;
 
@@ -34,8 +37,8 @@ const CRUD: &[&str] = &[
 ];
 const READ: &[&str] = &["get", "list", "watch"];
 
-/// Every resource kube-sim serves.
-pub const RESOURCES: &[ResourceDef] = &[
+/// The built-in resources.
+const BUILTIN: &[ResourceDef] = &[
     ResourceDef {
         group: "",
         version: "v1",
@@ -136,17 +139,33 @@ pub const RESOURCES: &[ResourceDef] = &[
         short_names: &[],
     },
     ResourceDef {
-        group: "jitsh.dev",
-        version: "v1alpha1",
-        plural: "accessrequests",
-        singular: "accessrequest",
-        kind: "AccessRequest",
-        namespaced: true,
-        verbs: CRUD,
-        subresources: &["status"],
-        short_names: &["ar"],
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        verbs: READ,
+        subresources: &[],
+        short_names: &["crd", "crds"],
     },
 ];
+
+/// Every resource kube-sim serves: the built-in ones, then the custom resources of the embedded
+/// CRDs (see [`crate::crd`]), named as their CRD names them.
+static RESOURCES: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
+    let mut all = BUILTIN.to_vec();
+    // A CRD that does not parse is reported by `SimBuilder::start`, which then refuses to start.
+    for crd in crd::builtin().unwrap_or_default() {
+        all.extend(crd::resource_defs(crd));
+    }
+    all
+});
+
+/// Every served resource.
+pub fn all() -> &'static [ResourceDef] {
+    &RESOURCES
+}
 
 impl ResourceDef {
     /// `apiVersion` of objects of this type.
@@ -173,7 +192,7 @@ impl ResourceDef {
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
-    RESOURCES
+    all()
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
@@ -269,7 +288,7 @@ pub fn api_versions() -> Value {
 
 fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !r.group.is_empty() && !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -284,7 +303,7 @@ pub fn api_group_list() -> Value {
 }
 
 fn group_json(group: &str) -> Value {
-    let version = RESOURCES
+    let version = all()
         .iter()
         .find(|r| r.group == group)
         .map(|r| r.version)
@@ -305,7 +324,7 @@ pub fn api_group(group: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/{group}/{version}` (the resource list), if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES
+    let defs: Vec<&ResourceDef> = all()
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
@@ -379,5 +398,76 @@ mod tests {
         assert!(!parse("GET", "/apis", false).unwrap().is_resource);
         assert!(parse("GET", "/api/v1/a/b/c/d", false).is_err());
         assert!(parse("TRACE", "/api/v1/pods", false).is_err());
+    }
+
+    /// What discovery and routing use for AccessRequests is what the deploy file's CRD says.
+    #[test]
+    fn accessrequests_are_served_as_the_crd_file_defines_them() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/kubernetes/accessrequest-crd.yaml"
+        ))
+        .unwrap();
+        let crd: Value = serde_saphyr::from_str(&text).unwrap();
+        let spec = &crd["spec"];
+        let version = spec["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["storage"] == true)
+            .unwrap();
+        let def = find(
+            spec["group"].as_str().unwrap(),
+            version["name"].as_str().unwrap(),
+            spec["names"]["plural"].as_str().unwrap(),
+        )
+        .expect("a ResourceDef for the CRD's group, storage version and plural");
+        // The gateway writes accessrequests.jitsh.dev/v1alpha1: the file must keep saying so.
+        assert_eq!(
+            (def.group, def.version, def.plural),
+            ("jitsh.dev", "v1alpha1", "accessrequests")
+        );
+        assert_eq!(def.singular, spec["names"]["singular"]);
+        assert_eq!(def.kind, spec["names"]["kind"]);
+        let short: Vec<&str> = spec["names"]["shortNames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(def.short_names, short.as_slice());
+        assert_eq!(def.namespaced, spec["scope"] == "Namespaced");
+        assert_eq!(
+            def.subresources.contains(&"status"),
+            version["subresources"].get("status").is_some()
+        );
+        assert_eq!(
+            def.api_version(),
+            format!(
+                "{}/{}",
+                spec["group"].as_str().unwrap(),
+                version["name"].as_str().unwrap()
+            )
+        );
+
+        // Discovery reports the same, with the status subresource.
+        let list = resource_list(def.group, def.version).unwrap();
+        let entries = list["resources"].as_array().unwrap();
+        let main = entries.iter().find(|r| r["name"] == def.plural).unwrap();
+        assert_eq!(main["kind"], spec["names"]["kind"]);
+        assert_eq!(main["shortNames"], spec["names"]["shortNames"]);
+        assert_eq!(main["namespaced"], spec["scope"] == "Namespaced");
+        assert!(
+            entries
+                .iter()
+                .any(|r| r["name"] == format!("{}/status", def.plural))
+        );
+        assert!(
+            api_group_list()["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["name"] == "apiextensions.k8s.io")
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::error::SimError;
 use crate::fixture::{Fixture, FixtureUser, GATEWAY_USER};
 use crate::object;
 use crate::rbac::UserInfo;
-use crate::resources::RESOURCES;
+use crate::resources;
 use crate::runtime::{Runtime, RuntimeOptions, SandboxMode};
 use crate::server::{self, Sim};
 use crate::store::{Store, now_rfc3339};
@@ -124,7 +124,13 @@ impl SimBuilder {
             state_dir: state.clone(),
             sandbox: self.sandbox,
         })?;
+        let crds = crate::crd::builtin().map_err(|reason| SimError::Fixture {
+            path: PathBuf::from("embedded CustomResourceDefinition"),
+            reason,
+        })?;
         let store = Store::new();
+        let crds: Vec<Value> = crds.iter().map(crate::crd::established).collect();
+        load_objects(&store, &crds)?;
         load_objects(&store, &data.objects)?;
         start_pods(&store, &runtime).await?;
 
@@ -197,7 +203,7 @@ fn load_objects(store: &Store, objects: &[Value]) -> Result<(), SimError> {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let def = RESOURCES
+        let def = resources::all()
             .iter()
             .find(|r| r.kind == kind && r.api_version() == api_version && r.stored())
             .ok_or_else(|| SimError::Fixture {
@@ -216,6 +222,15 @@ fn load_objects(store: &Store, objects: &[Value]) -> Result<(), SimError> {
         if let Some(o) = obj.as_object_mut() {
             o.remove("apiVersion");
             o.remove("kind");
+        }
+        // The namespace strategy's PrepareForCreate: a new namespace is Active.
+        if def.plural == "namespaces"
+            && obj
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .is_none()
+        {
+            object::set(&mut obj, &["status", "phase"], "Active".into());
         }
         store
             .create(&def.qualified(), &ns, obj)
