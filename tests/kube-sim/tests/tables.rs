@@ -268,9 +268,9 @@ async fn kubectl_get_accessrequests_shows_the_crd_printer_columns() {
         if name == "ar-kill-42" {
             assert_eq!(row["STATE"], status["state"].as_str().unwrap());
             assert_eq!(row["APPROVALS"], status["progress"].as_str().unwrap());
-            // `date` cells are computed by the API server as the time since the timestamp; a
-            // timestamp in the future is `<invalid>` (apimachinery's HumanDuration).
-            assert_eq!(row["EXPIRES"], "<invalid>", "{out}");
+            // Expires is a `string` column: the timestamp itself (a `date` column would show a
+            // future time as `<invalid>`, apimachinery's HumanDuration of a negative age).
+            assert_eq!(row["EXPIRES"], status["expiresAt"].as_str().unwrap(), "{out}");
         } else {
             // No status yet: the cells are null, which kubectl prints as nothing.
             for col in ["STATE", "APPROVALS", "EXPIRES"] {
@@ -416,8 +416,8 @@ async fn table_json_has_the_api_servers_shape() {
         if name == "ar-kill-42" {
             assert_eq!(cells[col("State")], status["state"]);
             assert_eq!(cells[col("Approvals")], status["progress"]);
-            // The server sends the age of a date, not the timestamp (future: <invalid>).
-            assert_eq!(cells[col("Expires")], "<invalid>");
+            // A `string` column: the timestamp as stored.
+            assert_eq!(cells[col("Expires")], status["expiresAt"]);
         } else {
             for missing in ["State", "Approvals", "Expires"] {
                 assert!(cells[col(missing)].is_null(), "{missing}: {row}");
