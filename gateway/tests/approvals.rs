@@ -219,6 +219,46 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
             .any(|w| w["auditID"] == cmd && w["objectRef"]["subresource"] == "status")
     );
 
+    // An operator sees it with kubectl (server-side printer columns from the CRD).
+    let kubectl = |args: &[&str]| {
+        let o = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(d.join("kubeconfig"))
+            .args(["--context", "admin"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kubectl {args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let table = kubectl(&["get", "accessrequests", "-A"]);
+    let header = table.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAMESPACE",
+            "NAME",
+            "REQUESTER",
+            "TARGET",
+            "WHAT",
+            "STATE",
+            "APPROVALS",
+            "EXPIRES",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(row.starts_with("jitsh "), "{row}");
+    for cell in ["alice", "payments/api-0/app", "Consumed", "1/1"] {
+        assert!(row.contains(cell), "{cell}: {row}");
+    }
+    let yaml = kubectl(&["get", "accessrequest", &id, "-n", "jitsh", "-o", "yaml"]);
+    assert!(
+        yaml.contains("by: bob") && yaml.contains("comment: ok, go ahead"),
+        "{yaml}"
+    );
+
     // The same kill again needs a new approval; bob denies it and alice's wait ends.
     let mut sleeper = spawn(d, "alice", "payments/api-0 -- sleep 301", "sleeper2");
     let mut pid = None;
@@ -348,11 +388,12 @@ fn a_grant_only_rule_works_only_under_its_grant_and_its_end_ends_the_session() {
         )),
         "{err}"
     );
-    let ours = jsonl(&d.join("audit.jsonl"));
-    assert!(
-        ours.iter()
+    eventually("the expiry is audited", || {
+        jsonl(&d.join("audit.jsonl"))
+            .iter()
             .any(|e| e["event"] == "approval.expired" && e["request"] == id2.as_str())
-    );
+    });
+    let ours = jsonl(&d.join("audit.jsonl"));
     assert!(ours.iter().any(|e| e["event"] == "approval.revoked"
         && e["request"] == id.as_str()
         && e["user"] == "bob"));

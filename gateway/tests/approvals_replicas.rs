@@ -326,13 +326,28 @@ fn replicas_share_requests_through_the_api() {
     drop(gw_c);
 
     // A grant approved on B is in effect on A; revoked on B, it ends A's session.
-    let o = run(d, "ssh_a", "alice", "request --rule config --for 10m --reason replicas");
+    let o = run(
+        d,
+        "ssh_a",
+        "alice",
+        "request --rule config --for 10m --reason replicas",
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let gid = text(&o.stdout).split('\t').next().unwrap().to_owned();
-    assert!(run(d, "ssh_b", "bob", &format!("approve {gid}")).status.success());
+    assert!(
+        run(d, "ssh_b", "bob", &format!("approve {gid}"))
+            .status
+            .success()
+    );
     let mut tail = None;
     eventually("the grant is in effect on A", || {
-        let mut t = spawn(d, "ssh_a", "alice", "payments/api-0 -- tail -f /etc/hosts", "gt");
+        let mut t = spawn(
+            d,
+            "ssh_a",
+            "alice",
+            "payments/api-0 -- tail -f /etc/hosts",
+            "gt",
+        );
         std::thread::sleep(std::time::Duration::from_millis(300));
         if t.try_wait().unwrap().is_none() {
             tail = Some(t);
@@ -343,7 +358,11 @@ fn replicas_share_requests_through_the_api() {
     });
     let mut tail = tail.unwrap();
     eventually("tail runs", || file(d, "gt.out").contains("localhost"));
-    assert!(run(d, "ssh_b", "bob", &format!("revoke {gid}")).status.success());
+    assert!(
+        run(d, "ssh_b", "bob", &format!("revoke {gid}"))
+            .status
+            .success()
+    );
     assert_eq!(tail.wait().unwrap().code(), Some(255));
     assert!(
         file(d, "gt.err").contains(&format!("your grant {gid} ended (revoked by bob)")),

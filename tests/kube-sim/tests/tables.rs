@@ -270,7 +270,11 @@ async fn kubectl_get_accessrequests_shows_the_crd_printer_columns() {
             assert_eq!(row["APPROVALS"], status["progress"].as_str().unwrap());
             // Expires is a `string` column: the timestamp itself (a `date` column would show a
             // future time as `<invalid>`, apimachinery's HumanDuration of a negative age).
-            assert_eq!(row["EXPIRES"], status["expiresAt"].as_str().unwrap(), "{out}");
+            assert_eq!(
+                row["EXPIRES"],
+                status["expiresAt"].as_str().unwrap(),
+                "{out}"
+            );
         } else {
             // No status yet: the cells are null, which kubectl prints as nothing.
             for col in ["STATE", "APPROVALS", "EXPIRES"] {
