@@ -792,7 +792,23 @@ mod tests {
             parse("request payments/api-0 --rule ops --for 30m --reason x")
                 .unwrap_err()
                 .0
-                .contains("not available yet")
+                .contains("a grant is for a policy rule")
+        );
+        assert_eq!(
+            parse("request --rule ops --for 30m --reason disk full --wait").unwrap(),
+            Intent::Grant {
+                rule: "ops".into(),
+                duration: Some(std::time::Duration::from_secs(1800)),
+                reason: "disk full".into(),
+                incident: None,
+                wait: true
+            }
+        );
+        assert!(
+            parse("request --rule ops --for soon --reason x")
+                .unwrap_err()
+                .0
+                .contains("--for wants a duration")
         );
     }
 }

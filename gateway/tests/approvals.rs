@@ -97,6 +97,27 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
         file(d, "kill.err")
     );
     assert!(waiter.try_wait().unwrap().is_none(), "still waiting");
+    // bob's filtered prompt tells him a request waits for him.
+    let mut prompt = Command::new("/usr/bin/ssh")
+        .arg("-F")
+        .arg(d.join("ssh_config"))
+        .args(["-tt", "bob@jitsh", "payments/api-0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut i = prompt.stdin.take().unwrap();
+        // `exit`, then EOF: either ends the prompt.
+        let _ = i.write_all(b"exit\r");
+    }
+    let banner = text(&prompt.wait_with_output().unwrap().stdout);
+    assert!(
+        banner.contains("jitsh: 1 approval request(s) wait for you"),
+        "{banner}"
+    );
     // alice sees it as hers.
     let mine = requests(d, "alice", false);
     assert!(

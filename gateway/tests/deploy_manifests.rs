@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,6 +43,7 @@ enum Object {
     Deployment(Deployment),
     Service(Service),
     NetworkPolicy(NetworkPolicy),
+    Crd(Box<CustomResourceDefinition>),
 }
 
 /// Every object in `deploy/kubernetes`, in file order.
@@ -110,6 +112,9 @@ fn typed_object(what: &str, doc: Value) -> Result<Object, String> {
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => Object::RoleBinding(typed(what, doc)?),
         ("apps/v1", "Deployment") => Object::Deployment(typed(what, doc)?),
         ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(typed(what, doc)?),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            Object::Crd(Box::new(typed(what, doc)?))
+        }
         _ => {
             return Err(format!(
                 "{what}: unexpected object {api_version:?} {kind:?}"
@@ -157,6 +162,8 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
             .enumerate()
             .find_map(|(i, (av, bv))| first_difference(av, bv, format!("{path}/{i}"))),
         _ if a == b => None,
+        // A JSON Schema `minimum: 1` is a float in the typed object: the same number.
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
         _ => Some(format!("{path} ({a} became {b})")),
     }
 }
@@ -176,6 +183,7 @@ impl Manifests {
                 Object::Deployment(_) => "Deployment",
                 Object::Service(_) => "Service",
                 Object::NetworkPolicy(_) => "NetworkPolicy",
+                Object::Crd(_) => "CustomResourceDefinition",
             };
             *out.entry(kind).or_insert(0) += 1;
         }
@@ -329,9 +337,10 @@ fn every_document_is_a_typed_kubernetes_object() {
         ("ServiceAccount", 1),
         ("ClusterRole", 1),
         ("ClusterRoleBinding", 1),
-        ("Role", 1),
-        ("RoleBinding", 1),
+        ("Role", 2),
+        ("RoleBinding", 2),
         ("ConfigMap", 1),
+        ("CustomResourceDefinition", 1),
         ("Deployment", 1),
         ("Service", 1),
         ("NetworkPolicy", 1),
@@ -339,6 +348,58 @@ fn every_document_is_a_typed_kubernetes_object() {
     .into_iter()
     .collect();
     assert_eq!(kinds, expected);
+}
+
+#[test]
+fn the_access_request_crd_has_its_status_subresource_and_printer_columns() {
+    let m = load();
+    let crd = m
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Crd(c) => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("accessrequests.jitsh.dev")
+    );
+    assert_eq!(crd.spec.group, "jitsh.dev");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    let [v] = crd.spec.versions.as_slice() else {
+        panic!("one version")
+    };
+    assert_eq!(v.name, "v1alpha1");
+    assert!(v.served && v.storage);
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<&str> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Requester",
+            "Target",
+            "What",
+            "State",
+            "Approvals",
+            "Expires",
+            "Age"
+        ]
+    );
+    // The states the gateway writes are the schema's.
+    let schema = serde_json::to_value(v.schema.as_ref().unwrap()).unwrap();
+    let states = &schema["openAPIV3Schema"]["properties"]["status"]["properties"]["state"]["enum"];
+    assert_eq!(
+        states,
+        &serde_json::json!([
+            "Pending", "Approved", "Denied", "Expired", "Consumed", "Revoked"
+        ])
+    );
 }
 
 #[test]
@@ -408,16 +469,51 @@ fn gateway_cluster_role_only_impersonates_users_and_groups() {
             Object::ClusterRoleBinding(b) if b.subjects.iter().flatten().any(is_gateway) => {
                 bound.push(format!("{}/{}", b.role_ref.kind, b.role_ref.name));
             }
-            Object::RoleBinding(b) => {
-                assert!(
-                    !b.subjects.iter().flatten().any(is_gateway),
-                    "the gateway must hold no namespaced role"
-                );
+            Object::RoleBinding(b) if b.subjects.iter().flatten().any(is_gateway) => {
+                let ns = b.metadata.namespace.as_deref().unwrap_or_default();
+                bound.push(format!("{ns}:{}/{}", b.role_ref.kind, b.role_ref.name));
             }
             _ => {}
         }
     }
-    assert_eq!(bound, ["ClusterRole/jitsh-gateway"]);
+    assert_eq!(
+        bound,
+        [
+            "ClusterRole/jitsh-gateway",
+            "jitsh:Role/jitsh-gateway-accessrequests"
+        ]
+    );
+    // Its one namespaced role: the access broker's AccessRequests in its own namespace, and
+    // exactly the verbs the broker uses.
+    let role = m
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Role(r)
+                if r.metadata.name.as_deref() == Some("jitsh-gateway-accessrequests") =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(role.metadata.namespace.as_deref(), Some("jitsh"));
+    let rules = role.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(strings(&rules[0].api_groups), BTreeSet::from(["jitsh.dev"]));
+    assert_eq!(
+        strings(&rules[0].resources),
+        BTreeSet::from(["accessrequests", "accessrequests/status"])
+    );
+    assert_eq!(
+        rules[0]
+            .verbs
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["create", "get", "list", "patch", "update", "watch"])
+    );
+    assert!(rules[0].resource_names.is_none());
 }
 
 #[test]

@@ -15,6 +15,10 @@ jitsh — run policy-checked commands in Kubernetes pods as yourself.
   ssh USER@GATEWAY pods [namespace]                              pods you can reach
   ssh USER@GATEWAY logs [namespace/]pod[/container] [-f] [--tail N] [--since 10m] [--previous] [--timestamps]
   ssh USER@GATEWAY whoami                                        identity, certificate, grants
+  ssh USER@GATEWAY request [ns/]pod --reason TEXT [--wait] -- COMMAND...   ask to run one command once
+  ssh USER@GATEWAY request --rule NAME [--for 30m] --reason TEXT [--wait]  ask for a grant of a rule
+  ssh USER@GATEWAY requests [--all] [--json]                     mine, and those I may approve
+  ssh USER@GATEWAY approve ID [--comment TEXT] | deny ID --reason TEXT | revoke ID
   ssh USER@GATEWAY help                                          this text
   scp USER@GATEWAY:/namespace/pod/container/fs/PATH .             pull a file the policy allows (also scp -O)
   scp USER@GATEWAY:/namespace/pod/container/logs/current.log .    pull a pod log (previous.log: before the restart)
@@ -22,7 +26,8 @@ jitsh — run policy-checked commands in Kubernetes pods as yourself.
   ssh -L 8080:pod.namespace:8080 USER@GATEWAY                     forward a port the policy allows
 
 Command lines are parsed, not passed to a shell: quoting works, but ; & | > < $ ` and globs are
-refused unless the policy allows pipelines. A denied command exits with status 126.
+refused unless the policy allows pipelines. A denied command exits with status 126. A command
+that needs approval asks for it and waits; approvers see it with 'requests'.
 ";
 
 /// `whoami`: identity, certificate and every grant of the policy.
