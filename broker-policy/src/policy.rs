@@ -364,9 +364,6 @@ pub struct Decision {
     stages: Vec<Vec<String>>,
     limits: Limits,
     fact: Fact,
-    /// A command that needs approval: the argv of each stage as decided, held back until the
-    /// approvals are shown ([`Policy::permit_approved_exec`]).
-    held: Vec<Vec<String>>,
 }
 
 /// What kind of denial a decision is, for how it is shown (never read off its text).
@@ -391,7 +388,6 @@ impl Decision {
             stages,
             limits: rule.limits,
             fact: Fact::Plain,
-            held: Vec::new(),
         }
     }
     fn deny(rule: Option<&Rule>, reason: String) -> Decision {
@@ -402,7 +398,6 @@ impl Decision {
             stages: Vec::new(),
             limits: Limits::default(),
             fact: Fact::Plain,
-            held: Vec::new(),
         }
     }
     /// A denial whose reason already names its rule.
@@ -444,12 +439,19 @@ impl Decision {
     }
     /// The argv of each stage as decided (empty unless allowed).
     pub fn stages(&self) -> &[Vec<String>] {
-        &self.stages
+        match self.effect {
+            Effect::Allow => &self.stages,
+            _ => &[],
+        }
     }
     /// A command that needs approval: the argv of each stage as it would run once approved (what
     /// an approval request names). Empty for every other decision.
     pub fn held_stages(&self) -> &[Vec<String>] {
-        &self.held
+        match self.effect {
+            // Held back until the approvals are shown (`Policy::permit_approved_exec`).
+            Effect::NeedsApproval => &self.stages,
+            _ => &[],
+        }
     }
     /// The deciding rule's limits.
     pub fn limits(&self) -> Limits {

@@ -62,7 +62,7 @@ fn two_distinct_approvers_never_the_requester_each_counted_once() {
         Err(ApprovalRefused::NoApproval("nope".into()))
     );
     let counted = |a: &[Principal]| p.approvals_counted("ops", &alice, a);
-    assert_eq!(counted(&[bob.clone()]), (1, 2));
+    assert_eq!(counted(std::slice::from_ref(&bob)), (1, 2));
     assert_eq!(
         counted(&[bob.clone(), bob.clone()]),
         (1, 2),

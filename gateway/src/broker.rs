@@ -470,9 +470,9 @@ pub(crate) fn grant_duration(r: &AccessRequest) -> Option<Duration> {
 /// `30m`, `2h`: a duration as the CRD's pattern wants it (whole minutes or seconds).
 fn short(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

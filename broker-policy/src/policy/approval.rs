@@ -266,7 +266,7 @@ impl Policy {
         {
             return refuse("the approval is for another target");
         }
-        if asked.stages != d.held.as_slice() {
+        if asked.stages != d.held_stages() {
             return refuse("the approval is for another command line");
         }
         if let Err(why) = self.approved_enough(&rule, asked) {
@@ -277,7 +277,7 @@ impl Policy {
             target.clone(),
             rule,
             d.limits,
-            Exec::approved(line.clone(), d.held.clone(), asked),
+            Exec::approved(line.clone(), d.held_stages().to_vec(), asked),
         ))
     }
 
@@ -292,7 +292,7 @@ impl Policy {
         match d.effect {
             Effect::Allow => true,
             Effect::NeedsApproval => {
-                d.held.as_slice() == stages
+                d.held_stages() == stages
                     && d.rule
                         .as_deref()
                         .is_some_and(|r| self.approved_enough(r, asked).is_ok())

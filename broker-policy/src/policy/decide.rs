@@ -322,7 +322,6 @@ impl Policy {
             d.effect = Effect::NeedsApproval;
             d.reasons
                 .push(format!("this command needs approval (rule {})", rule.name));
-            d.held = std::mem::take(&mut d.stages);
             d.fact = Fact::NamesRule;
         }
         d
@@ -458,7 +457,7 @@ impl Misses {
 /// the target.
 /// A grant-only rule is in effect only while the subject holds a grant for it.
 pub(super) fn holds(subject: &Subject, r: &Rule) -> bool {
-    !r.requires_grant || subject.grants.iter().any(|g| *g == r.name)
+    !r.requires_grant || subject.grants.contains(&r.name)
 }
 
 fn applies(r: &Rule, target: &Target, mode: Mode) -> bool {

@@ -45,7 +45,7 @@ impl Why<'_> {
 /// The result of asking.
 pub(crate) enum Obtained {
     /// Approved and consumed by this command: run it with this permit.
-    Run(ExecPermit, String),
+    Run(Box<ExecPermit>, String),
     /// Not (yet) approved: exit with this status.
     Exit(u32),
 }
@@ -302,7 +302,7 @@ async fn run_approved(
                 broker::progress(r)
             ))
             .await;
-            Obtained::Run(permit, id)
+            Obtained::Run(Box::new(permit), id)
         }
         Ok(false) => {
             exit(

@@ -184,7 +184,7 @@ where
             match approval::obtain(ctx, resolved, parsed, &d, &ev, why).await {
                 Obtained::Run(p, id) => {
                     ev.request = Some(id);
-                    p
+                    *p
                 }
                 Obtained::Exit(code) => return code,
             }
