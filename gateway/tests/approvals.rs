@@ -298,6 +298,21 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
     assert_ne!(id2, id);
     let no_reason = ssh(d, "bob", &format!("deny {id2}"), b"");
     assert_eq!(no_reason.status.code(), Some(2));
+    let long = "x".repeat(600);
+    let too_long = ssh(d, "bob", &format!("deny {id2} --reason {long}"), b"");
+    assert_eq!(too_long.status.code(), Some(2));
+    assert_eq!(
+        text(&too_long.stderr),
+        "jitsh: deny: the reason is longer than 512 characters\n"
+    );
+    assert_eq!(
+        requests(d, "bob", false)
+            .iter()
+            .find(|r| r["id"] == id2.as_str())
+            .unwrap()["state"],
+        "Pending",
+        "a refused deny changes nothing"
+    );
     let deny = ssh(
         d,
         "bob",
