@@ -702,6 +702,46 @@ pub(crate) async fn consume(
     }
 }
 
+/// One change a person makes to a request: read it, settle its expiry, apply `change` to the
+/// latest copy (retried on conflicts; `change` may refuse), then audit and notify `kind` with
+/// `reason`.
+async fn transition(
+    gw: &Arc<Gateway>,
+    api: &Requests,
+    base: &Event,
+    rid: &str,
+    kind: &str,
+    reason: Option<String>,
+    change: impl FnMut(&mut AccessRequest) -> Result<(), Refused>,
+) -> Result<AccessRequest, Refused> {
+    let found = api
+        .get(rid)
+        .await?
+        .ok_or_else(|| Refused::Unknown(rid.into()))?;
+    settle(gw, api, base, found).await?;
+    let r = api
+        .update_status(rid, change)
+        .await??
+        .ok_or_else(|| Refused::Unknown(rid.into()))?;
+    let ev = Event {
+        reason,
+        ..base.clone()
+    };
+    changed(gw, kind, ev, &r);
+    Ok(r)
+}
+
+/// Refuses a change to a request that is not pending.
+fn pending(o: &AccessRequest, rid: &str) -> Result<(), Refused> {
+    match state_of(o) {
+        State::Pending => Ok(()),
+        state => Err(Refused::NotPending {
+            id: rid.into(),
+            state,
+        }),
+    }
+}
+
 /// Approves request `rid` as `id`: eligible (the policy's approver groups, never the
 /// requester), once per person; enough approvals make it Approved. Returns the request.
 pub(crate) async fn approve(
@@ -713,21 +753,16 @@ pub(crate) async fn approve(
     comment: Option<String>,
 ) -> Result<AccessRequest, Refused> {
     let me = principal(id);
-    let found = api
-        .get(rid)
-        .await?
-        .ok_or_else(|| Refused::Unknown(rid.into()))?;
-    settle(gw, api, base, found).await?;
     let approved_for = gw.settings().broker.approved_for;
-    let res = api
-        .update_status(rid, |o| {
-            let state = state_of(o);
-            if state != State::Pending {
-                return Err(Refused::NotPending {
-                    id: rid.into(),
-                    state,
-                });
-            }
+    transition(
+        gw,
+        api,
+        base,
+        rid,
+        "approval.approved",
+        comment.clone(),
+        |o| {
+            pending(o, rid)?;
             let policy = gw.policy();
             let requester = as_principal(&o.spec.requester);
             policy.may_approve(&o.spec.rule, &requester, &me)?;
@@ -753,15 +788,9 @@ pub(crate) async fn approve(
                 st.expires_at = Some(later(lasts));
             }
             Ok(())
-        })
-        .await?;
-    let r = res?.ok_or_else(|| Refused::Unknown(rid.into()))?;
-    let ev = Event {
-        reason: comment,
-        ..base.clone()
-    };
-    changed(gw, "approval.approved", ev, &r);
-    Ok(r)
+        },
+    )
+    .await
 }
 
 fn approvals_of_status(st: &RequestStatus) -> Vec<Principal> {
@@ -788,20 +817,15 @@ pub(crate) async fn deny(
     reason: String,
 ) -> Result<AccessRequest, Refused> {
     let me = principal(id);
-    let found = api
-        .get(rid)
-        .await?
-        .ok_or_else(|| Refused::Unknown(rid.into()))?;
-    settle(gw, api, base, found).await?;
-    let res = api
-        .update_status(rid, |o| {
-            let state = state_of(o);
-            if state != State::Pending {
-                return Err(Refused::NotPending {
-                    id: rid.into(),
-                    state,
-                });
-            }
+    transition(
+        gw,
+        api,
+        base,
+        rid,
+        "approval.denied",
+        Some(reason.clone()),
+        |o| {
+            pending(o, rid)?;
             gw.policy()
                 .may_approve(&o.spec.rule, &as_principal(&o.spec.requester), &me)?;
             let st = o.status.get_or_insert_with(RequestStatus::default);
@@ -813,15 +837,9 @@ pub(crate) async fn deny(
                 reason: reason.clone(),
             });
             Ok(())
-        })
-        .await?;
-    let r = res?.ok_or_else(|| Refused::Unknown(rid.into()))?;
-    let ev = Event {
-        reason: Some(reason),
-        ..base.clone()
-    };
-    changed(gw, "approval.denied", ev, &r);
-    Ok(r)
+        },
+    )
+    .await
 }
 
 /// Revokes request `rid` (pending or approved) as its requester or an eligible approver.
@@ -833,43 +851,34 @@ pub(crate) async fn revoke(
     rid: &str,
 ) -> Result<AccessRequest, Refused> {
     let me = principal(id);
-    let found = api
-        .get(rid)
-        .await?
-        .ok_or_else(|| Refused::Unknown(rid.into()))?;
-    settle(gw, api, base, found).await?;
-    let res = api
-        .update_status(rid, |o| {
-            let state = state_of(o);
-            if state.is_final() {
-                return Err(Refused::Over {
-                    id: rid.into(),
-                    state,
-                });
-            }
-            let requester = as_principal(&o.spec.requester);
-            let own = requester.same_person(&me);
-            if !own
-                && gw
-                    .policy()
-                    .may_approve(&o.spec.rule, &requester, &me)
-                    .is_err()
-            {
-                return Err(Refused::NotYours(rid.into()));
-            }
-            let st = o.status.get_or_insert_with(RequestStatus::default);
-            st.state = State::Revoked.as_str().to_owned();
-            st.revocation = Some(Revocation {
-                by: me.subject.user.clone(),
-                identity: me.identity.clone(),
-                at: now(),
+    transition(gw, api, base, rid, "approval.revoked", None, |o| {
+        let state = state_of(o);
+        if state.is_final() {
+            return Err(Refused::Over {
+                id: rid.into(),
+                state,
             });
-            Ok(())
-        })
-        .await?;
-    let r = res?.ok_or_else(|| Refused::Unknown(rid.into()))?;
-    changed(gw, "approval.revoked", base.clone(), &r);
-    Ok(r)
+        }
+        let requester = as_principal(&o.spec.requester);
+        let own = requester.same_person(&me);
+        if !own
+            && gw
+                .policy()
+                .may_approve(&o.spec.rule, &requester, &me)
+                .is_err()
+        {
+            return Err(Refused::NotYours(rid.into()));
+        }
+        let st = o.status.get_or_insert_with(RequestStatus::default);
+        st.state = State::Revoked.as_str().to_owned();
+        st.revocation = Some(Revocation {
+            by: me.subject.user.clone(),
+            identity: me.identity.clone(),
+            at: now(),
+        });
+        Ok(())
+    })
+    .await
 }
 
 /// The requests `id` sees: their own, and the pending ones they may approve (`all`: also the

@@ -14,24 +14,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 mod common;
-use common::{eventually, jsonl, kube_audit, ssh, start_dev, text};
+use common::{
+    eventually, file, jsonl, kube_audit, spawn_logged, ssh, ssh_command, start_dev, text,
+};
 
 /// `ssh USER@jitsh CMD` in the background, output to files in `dir`.
 fn spawn(dir: &Path, user: &str, cmd: &str, name: &str) -> Child {
-    Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(dir.join("ssh_config"))
-        .arg(format!("{user}@jitsh"))
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn file(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+    spawn_logged(ssh_command(dir, user, cmd), dir, name)
 }
 
 /// The pid of `sleep N` in api-0, seen by alice's `ps aux`.
@@ -89,13 +78,12 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
         id.is_some()
     });
     let id = id.unwrap();
-    assert!(
-        file(d, "kill.err").contains(&format!(
-            "jitsh: approval needed: request {id} sent to payments-leads (0/1 approvals); waiting"
-        )),
-        "{}",
-        file(d, "kill.err")
+    let asked = format!(
+        "jitsh: approval needed: request {id} sent to payments-leads (0/1 approvals); waiting"
     );
+    eventually("alice is told she waits", || {
+        file(d, "kill.err").contains(&asked)
+    });
     assert!(waiter.try_wait().unwrap().is_none(), "still waiting");
     // bob's filtered prompt tells him a request waits for him.
     let mut prompt = Command::new("/usr/bin/ssh")

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 mod common;
 use common::config::{env, ssh_via, start_as, write_config};
-use common::{eventually, jsonl, text};
+use common::{eventually, file, jsonl, spawn_logged, text};
 
 const POLICY: &str = "apiVersion: jitsh.dev/v1alpha1
 kind: Policy
@@ -86,15 +86,33 @@ fn run(dir: &Path, via: &str, user: &str, cmd: &str) -> std::process::Output {
 }
 
 fn spawn(dir: &Path, via: &str, user: &str, cmd: &str, name: &str) -> Child {
-    ssh_via(dir, via, user, cmd)
-        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
-        .spawn()
-        .unwrap()
+    spawn_logged(ssh_via(dir, via, user, cmd), dir, name)
 }
 
-fn file(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+/// alice starts `sleep N` through A and asks A to kill it: the sleeper, the kill line and the
+/// waiting kill.
+fn sleep_then_kill(dir: &Path, n: &str, name: &str) -> (Child, String, Child) {
+    let sleeper = spawn(
+        dir,
+        "ssh_a",
+        "alice",
+        &format!("payments/api-0 -- sleep {n}"),
+        &format!("{name}-sleep"),
+    );
+    let mut pid = None;
+    eventually("the sleep runs", || {
+        pid = sleep_pid(dir, n);
+        pid.is_some()
+    });
+    let kill = format!("kill -TERM {}", pid.unwrap());
+    let waiter = spawn(
+        dir,
+        "ssh_a",
+        "alice",
+        &format!("payments/api-0 -- {kill}"),
+        name,
+    );
+    (sleeper, kill, waiter)
 }
 
 fn requests(dir: &Path, via: &str, user: &str) -> Vec<serde_json::Value> {
@@ -155,20 +173,7 @@ fn replicas_share_requests_through_the_api() {
     let _gw_b = start_as(d, &cfg_b, "ssh_b");
 
     // A kill asked for on A, approved by two distinct approvers on B, runs on A.
-    let mut sleeper = spawn(d, "ssh_a", "alice", "payments/api-0 -- sleep 300", "s1");
-    let mut pid = None;
-    eventually("the sleep runs", || {
-        pid = sleep_pid(d, "300");
-        pid.is_some()
-    });
-    let kill = format!("kill -TERM {}", pid.unwrap());
-    let mut waiter = spawn(
-        d,
-        "ssh_a",
-        "alice",
-        &format!("payments/api-0 -- {kill}"),
-        "k1",
-    );
+    let (mut sleeper, kill, mut waiter) = sleep_then_kill(d, "300", "k1");
     let mut ids = Vec::new();
     eventually("B sees A's request", || {
         ids = pending(d, &kill);
@@ -203,20 +208,7 @@ fn replicas_share_requests_through_the_api() {
 
     // A gateway restarted mid-wait: the request lives in the API, so the same command picks it
     // up again, and it runs once approved.
-    let mut sleeper = spawn(d, "ssh_a", "alice", "payments/api-0 -- sleep 301", "s2");
-    let mut pid = None;
-    eventually("the second sleep runs", || {
-        pid = sleep_pid(d, "301");
-        pid.is_some()
-    });
-    let kill = format!("kill -TERM {}", pid.unwrap());
-    let mut waiter = spawn(
-        d,
-        "ssh_a",
-        "alice",
-        &format!("payments/api-0 -- {kill}"),
-        "k2",
-    );
+    let (mut sleeper, kill, mut waiter) = sleep_then_kill(d, "301", "k2");
     eventually("the second request", || !pending(d, &kill).is_empty());
     let _ = gw_a.child.kill();
     let _ = gw_a.child.wait();

@@ -32,7 +32,17 @@ pub(crate) struct Why<'a> {
     pub(crate) wait: bool,
 }
 
-impl Why<'_> {
+impl<'a> Why<'a> {
+    /// Asked for with the `request` word.
+    pub(crate) fn asked(reason: &'a str, incident: Option<&'a str>, wait: bool) -> Why<'a> {
+        Why {
+            explicit: true,
+            reason: Some(reason),
+            incident,
+            wait,
+        }
+    }
+
     /// A command run as usual: asks when it needs approval, and waits.
     pub(crate) const RUN: Why<'static> = Why {
         explicit: false,
@@ -337,21 +347,13 @@ pub(crate) async fn request(
     why: Why<'_>,
     read: super::command::Channel,
 ) -> u32 {
-    let reason = match why.reason.map(|r| broker::check_text("the reason", r)) {
-        Some(Err(e)) => {
-            ctx.say(&format!("request: {e}")).await;
-            return 2;
-        }
-        Some(Ok(r)) => r,
-        None => String::new(),
+    let reason = match checked(ctx, "request", "the reason", why.reason).await {
+        Ok(r) => r.unwrap_or_default(),
+        Err(code) => return code,
     };
-    let incident = match why.incident.map(|i| broker::check_text("the incident", i)) {
-        Some(Err(e)) => {
-            ctx.say(&format!("request: {e}")).await;
-            return 2;
-        }
-        Some(Ok(i)) => Some(i),
-        None => None,
+    let incident = match checked(ctx, "request", "the incident", why.incident).await {
+        Ok(i) => i,
+        Err(code) => return code,
     };
     let why = Why {
         explicit: true,
@@ -371,20 +373,13 @@ pub(crate) async fn grant(
     asked_for: Option<Duration>,
     why: Why<'_>,
 ) -> u32 {
-    let reason = match broker::check_text("the reason", why.reason.unwrap_or_default()) {
-        Ok(r) => r,
-        Err(e) => {
-            ctx.say(&format!("request: {e}")).await;
-            return 2;
-        }
+    let reason = match checked(ctx, "request", "the reason", why.reason).await {
+        Ok(r) => r.unwrap_or_default(),
+        Err(code) => return code,
     };
-    let incident = match why.incident.map(|i| broker::check_text("the incident", i)) {
-        Some(Err(e)) => {
-            ctx.say(&format!("request: {e}")).await;
-            return 2;
-        }
-        Some(Ok(i)) => Some(i),
-        None => None,
+    let incident = match checked(ctx, "request", "the incident", why.incident).await {
+        Ok(i) => i,
+        Err(code) => return code,
     };
     let policy = ctx.gw.policy();
     let longest = match policy.grantable(&ctx.subject(), rule) {
@@ -505,6 +500,49 @@ pub(crate) async fn grant(
     }
 }
 
+/// A reason or comment as given, checked (one line and status 2 when refused).
+async fn checked(
+    ctx: &Ctx<'_>,
+    word: &str,
+    what: &str,
+    text: Option<&str>,
+) -> Result<Option<String>, u32> {
+    match text.map(|t| broker::check_text(what, t)) {
+        Some(Err(e)) => {
+            ctx.say(&format!("{word}: {e}")).await;
+            Err(2)
+        }
+        Some(Ok(t)) => Ok(Some(t)),
+        None => Ok(None),
+    }
+}
+
+/// Says what a change did (`done`; `more` gives what goes after the id and at the end), or why
+/// it was refused.
+async fn outcome(
+    ctx: &Ctx<'_>,
+    word: &str,
+    done: &str,
+    res: Result<AccessRequest, Refused>,
+    more: impl Fn(&AccessRequest) -> (String, String),
+) -> u32 {
+    match res {
+        Ok(r) => {
+            let (progress, next) = more(&r);
+            ctx.print(&format!(
+                "{done} request {}{progress}: {} on {} by {}{next}\n",
+                broker::id_of(&r),
+                r.spec.summary,
+                r.spec.target_ref,
+                r.spec.requester.user,
+            ))
+            .await;
+            0
+        }
+        Err(e) => refused(ctx, word, &e).await,
+    }
+}
+
 /// `approve ID [--comment TEXT]`.
 pub(crate) async fn approve(
     ctx: &Ctx<'_>,
@@ -512,69 +550,44 @@ pub(crate) async fn approve(
     id: &str,
     comment: Option<&str>,
 ) -> u32 {
-    let comment = match comment.map(|c| broker::check_text("the comment", c)) {
-        Some(Err(e)) => {
-            ctx.say(&format!("approve: {e}")).await;
-            return 2;
-        }
-        Some(Ok(c)) => Some(c),
-        None => None,
+    let comment = match checked(ctx, "approve", "the comment", comment).await {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let Some((api, base)) = prepare(ctx, cid, id).await else {
         return 1;
     };
-    match broker::approve(ctx.gw, ctx.id, &api, &base, id, comment).await {
-        Ok(r) => {
-            let state = broker::state_of(&r);
-            let until = r
-                .status
-                .as_ref()
-                .and_then(|s| s.expires_at.clone())
-                .unwrap_or_default();
-            let more = if state == State::Approved && r.spec.duration.is_some() {
-                format!("{} holds the grant until {until}", r.spec.requester.user)
-            } else if state == State::Approved {
-                format!("{} may now run it once", r.spec.requester.user)
-            } else {
-                "more approvals are needed".to_owned()
-            };
-            ctx.print(&format!(
-                "approved request {id} ({}): {} on {} by {}; {more}\n",
-                broker::progress(&r),
-                r.spec.summary,
-                r.spec.target_ref,
-                r.spec.requester.user
-            ))
-            .await;
-            0
-        }
-        Err(e) => refused(ctx, "approve", &e).await,
-    }
+    let res = broker::approve(ctx.gw, ctx.id, &api, &base, id, comment).await;
+    outcome(ctx, "approve", "approved", res, |r| {
+        let until = r
+            .status
+            .as_ref()
+            .and_then(|s| s.expires_at.clone())
+            .unwrap_or_default();
+        let user = &r.spec.requester.user;
+        let next = match broker::state_of(r) {
+            State::Approved if r.spec.duration.is_some() => {
+                format!("{user} holds the grant until {until}")
+            }
+            State::Approved => format!("{user} may now run it once"),
+            _ => "more approvals are needed".to_owned(),
+        };
+        (format!(" ({})", broker::progress(r)), format!("; {next}"))
+    })
+    .await
 }
 
 /// `deny ID --reason TEXT`.
 pub(crate) async fn deny(ctx: &Ctx<'_>, cid: &CommandId, id: &str, reason: &str) -> u32 {
-    let reason = match broker::check_text("the reason", reason) {
-        Ok(r) => r,
-        Err(e) => {
-            ctx.say(&format!("deny: {e}")).await;
-            return 2;
-        }
+    let reason = match checked(ctx, "deny", "the reason", Some(reason)).await {
+        Ok(r) => r.unwrap_or_default(),
+        Err(code) => return code,
     };
     let Some((api, base)) = prepare(ctx, cid, id).await else {
         return 1;
     };
-    match broker::deny(ctx.gw, ctx.id, &api, &base, id, reason).await {
-        Ok(r) => {
-            ctx.print(&format!(
-                "denied request {id}: {} on {} by {}\n",
-                r.spec.summary, r.spec.target_ref, r.spec.requester.user
-            ))
-            .await;
-            0
-        }
-        Err(e) => refused(ctx, "deny", &e).await,
-    }
+    let res = broker::deny(ctx.gw, ctx.id, &api, &base, id, reason).await;
+    outcome(ctx, "deny", "denied", res, |_| Default::default()).await
 }
 
 /// `revoke ID`.
@@ -582,17 +595,8 @@ pub(crate) async fn revoke(ctx: &Ctx<'_>, cid: &CommandId, id: &str) -> u32 {
     let Some((api, base)) = prepare(ctx, cid, id).await else {
         return 1;
     };
-    match broker::revoke(ctx.gw, ctx.id, &api, &base, id).await {
-        Ok(r) => {
-            ctx.print(&format!(
-                "revoked request {id}: {} on {} by {}\n",
-                r.spec.summary, r.spec.target_ref, r.spec.requester.user
-            ))
-            .await;
-            0
-        }
-        Err(e) => refused(ctx, "revoke", &e).await,
-    }
+    let res = broker::revoke(ctx.gw, ctx.id, &api, &base, id).await;
+    outcome(ctx, "revoke", "revoked", res, |_| Default::default()).await
 }
 
 /// `requests [--all] [--json]`.

@@ -223,12 +223,7 @@ async fn route(
                 wait,
                 line,
             } => {
-                let why = approval::Why {
-                    explicit: true,
-                    reason: Some(&reason),
-                    incident: incident.as_deref(),
-                    wait,
-                };
+                let why = approval::Why::asked(&reason, incident.as_deref(), wait);
                 let ch = command::Channel { tty, resize, read };
                 approval::request(ctx, &cid, &target, &line, why, ch).await
             }
@@ -239,12 +234,7 @@ async fn route(
                 incident,
                 wait,
             } => {
-                let why = approval::Why {
-                    explicit: true,
-                    reason: Some(&reason),
-                    incident: incident.as_deref(),
-                    wait,
-                };
+                let why = approval::Why::asked(&reason, incident.as_deref(), wait);
                 approval::grant(ctx, &cid, &rule, duration, why).await
             }
             Intent::Requests { all, json } => approval::list(ctx, &cid, all, json).await,

@@ -70,11 +70,7 @@ pub fn start_dev() -> Dev {
 /// `ssh -F DIR/ssh_config USER@jitsh CMD` with `stdin` written from a thread (so large inputs
 /// and outputs cannot deadlock).
 pub fn ssh(dir: &Path, user: &str, cmd: &str, stdin: &[u8]) -> Output {
-    let mut c = Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(dir.join("ssh_config"))
-        .arg(format!("{user}@jitsh"))
-        .arg(cmd)
+    let mut c = ssh_command(dir, user, cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -88,6 +84,31 @@ pub fn ssh(dir: &Path, user: &str, cmd: &str, stdin: &[u8]) -> Output {
     let o = c.wait_with_output().unwrap();
     w.join().unwrap();
     o
+}
+
+/// `ssh -F DIR/ssh_config USER@jitsh CMD`, not started.
+pub fn ssh_command(dir: &Path, user: &str, cmd: &str) -> Command {
+    let mut c = Command::new("/usr/bin/ssh");
+    c.arg("-F")
+        .arg(dir.join("ssh_config"))
+        .arg(format!("{user}@jitsh"))
+        .arg(cmd);
+    c
+}
+
+/// Starts `cmd` in the background with no stdin, its stdout and stderr in `DIR/NAME.out` and
+/// `DIR/NAME.err` (read them with [`file`]).
+pub fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// A file in `dir` as text (empty when it is missing).
+pub fn file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
 /// Lossy text.
