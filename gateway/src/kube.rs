@@ -47,6 +47,7 @@ pub mod files;
 pub mod logs;
 pub mod pods;
 pub mod portforward;
+mod remote;
 pub mod requests;
 
 use http::{HeaderName, HeaderValue};

@@ -1,12 +1,13 @@
 //! pods/exec and pods/attach as the user: a decided command's stages joined by the gateway, a
 //! break-glass shell, and attach to the container's main process.
 
-use futures::SinkExt;
 use jitsh_broker_policy::{AttachPermit, BreakGlassPermit, ExecPermit, Target};
 use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
 use kube::api::AttachParams;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::remote::{self, Remote};
 use super::{Impersonated, KubeError, exit_code};
 
 /// What a command's stdin is read from.
@@ -46,7 +47,7 @@ where
 async fn forward_resizes(
     size: Tty,
     mut rx: tokio::sync::mpsc::Receiver<Tty>,
-    mut tx: futures::channel::mpsc::Sender<kube::api::TerminalSize>,
+    tx: tokio::sync::mpsc::Sender<kube::api::TerminalSize>,
 ) -> tokio::task::JoinHandle<()> {
     let ts = |t: Tty| kube::api::TerminalSize {
         width: t.cols,
@@ -138,24 +139,27 @@ pub async fn attach<I: Input, O: Output, E: Output>(
         max_stdout_buf_size: Some(256 * 1024),
         max_stderr_buf_size: Some(256 * 1024),
     };
-    let mut p = api.attach(&target.pod, &ap).await?;
+    let req = request(k, &target.namespace)
+        .attach(&target.pod, &ap)
+        .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
+    let mut p = remote::connect(&k.client, req, &ap).await?;
     let mut tasks = Vec::new();
-    if let Some(mut w) = p.stdin() {
+    if let Some(mut w) = p.stdin.take() {
         tasks.push(tokio::spawn(async move {
             let _ = copy_large(&mut stdin, &mut w).await;
             let _ = w.shutdown().await;
         }));
     }
-    if let (Some(size), Some(rx), Some(tx)) = (tty, resize, p.terminal_size()) {
+    if let (Some(size), Some(rx), Some(tx)) = (tty, resize, p.resize.take()) {
         tasks.push(forward_resizes(size, rx, tx).await);
     }
-    let err_task = p.stderr().map(|mut e| {
+    let err_task = p.stderr.take().map(|mut e| {
         tokio::spawn(async move {
             let _ = tokio::io::copy(&mut e, &mut stderr).await;
             let _ = stderr.flush().await;
         })
     });
-    if let Some(mut out) = p.stdout() {
+    if let Some(mut out) = p.stdout.take() {
         let _ = copy_large(&mut out, &mut stdout).await;
     }
     let _ = stdout.flush().await;
@@ -165,13 +169,17 @@ pub async fn attach<I: Input, O: Output, E: Output>(
     for t in tasks {
         t.abort();
     }
-    let status = p.take_status();
-    let code = match status {
+    let code = match p.status.take() {
         Some(s) => s.await.map_or(0, |st| exit_code(&st)),
         None => 0,
     };
-    let _ = p.join().await;
+    p.join().await;
     Ok(code)
+}
+
+/// kube's request builder for pods in `namespace` (exec and attach URLs, as kube makes them).
+fn request(_k: &Impersonated, namespace: &str) -> kube::core::Request {
+    kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
 }
 
 async fn run_stages<I: Input, O: Output, E: Output>(
@@ -187,8 +195,7 @@ async fn run_stages<I: Input, O: Output, E: Output>(
         mut stdout,
         mut stderr,
     } = io;
-    let api = k.api::<Pod>(&target.namespace);
-    let mut procs = Vec::with_capacity(stages.len());
+    let mut procs: Vec<Remote> = Vec::with_capacity(stages.len());
     for argv in stages {
         let ap = AttachParams {
             container: Some(target.container.clone()),
@@ -200,27 +207,29 @@ async fn run_stages<I: Input, O: Output, E: Output>(
             max_stdout_buf_size: Some(256 * 1024),
             max_stderr_buf_size: Some(256 * 1024),
         };
-        let p = api.exec(&target.pod, argv.clone(), &ap).await?;
-        procs.push(p);
+        let req = request(k, &target.namespace)
+            .exec(&target.pod, argv.clone(), &ap)
+            .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
+        procs.push(remote::connect(&k.client, req, &ap).await?);
     }
     let mut tasks = Vec::new();
     // stdin → first stage
     let mut stdin = stdin;
-    if let Some(mut w) = procs.first_mut().and_then(|p| p.stdin()) {
+    if let Some(mut w) = procs.first_mut().and_then(|p| p.stdin.take()) {
         tasks.push(tokio::spawn(async move {
             let _ = copy_large(&mut stdin, &mut w).await;
             let _ = w.shutdown().await;
         }));
     }
     if let (Some(size), Some(rx)) = (tty, resize)
-        && let Some(tx) = procs.first_mut().and_then(|p| p.terminal_size())
+        && let Some(tx) = procs.first_mut().and_then(|p| p.resize.take())
     {
         tasks.push(forward_resizes(size, rx, tx).await);
     }
     // stage i stdout → stage i+1 stdin
     let mut rest = procs.as_mut_slice();
     while let [this, next, ..] = rest {
-        let (r, w) = (this.stdout(), next.stdin());
+        let (r, w) = (this.stdout.take(), next.stdin.take());
         rest = rest.get_mut(1..).unwrap_or_default();
         if let (Some(mut r), Some(mut w)) = (r, w) {
             tasks.push(tokio::spawn(async move {
@@ -231,7 +240,7 @@ async fn run_stages<I: Input, O: Output, E: Output>(
     }
     let mut errs = Vec::new();
     for p in procs.iter_mut() {
-        if let Some(e) = p.stderr() {
+        if let Some(e) = p.stderr.take() {
             errs.push(e);
         }
     }
@@ -244,15 +253,15 @@ async fn run_stages<I: Input, O: Output, E: Output>(
     let last = procs
         .last_mut()
         .ok_or(KubeError::MissingStream("command"))?;
-    let status = last.take_status();
-    if let Some(mut out) = last.stdout() {
+    let status = last.status.take();
+    if let Some(mut out) = last.stdout.take() {
         let _ = copy_large(&mut out, &mut stdout).await;
     }
     let _ = stdout.flush().await;
     let code = match status {
         Some(s) => match s.await {
-            Some(st) => exit_code(&st),
-            None => 1,
+            Ok(st) => exit_code(&st),
+            Err(_) => 1,
         },
         None => 1,
     };
@@ -261,7 +270,7 @@ async fn run_stages<I: Input, O: Output, E: Output>(
         t.abort();
     }
     for p in procs {
-        let _ = p.join().await;
+        p.join().await;
     }
     Ok(code)
 }
