@@ -3,7 +3,7 @@
 //! Kubernetes API: a request made on A and approved on B (N=2: two distinct approvers) releases
 //! the client waiting on A; a gateway restarted mid-wait picks the request up again; approvals at
 //! the same moment both count; a deny racing an approve leaves one consistent state; an expired
-//! request cannot be approved; revocation; a webhook receiver sees each notification.
+//! request cannot be approved; revocation; a webhook receiver sees each kind of notification.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -167,8 +167,18 @@ fn replicas_share_requests_through_the_api() {
     let (hook, hooks) = receiver();
     let notify = format!("notify: [http://127.0.0.1:{hook}/hook]");
     let cfg_a = config(d, "a.yaml", "audit.jsonl", &format!("wait: 90s, {notify}"));
-    let cfg_b = config(d, "b.yaml", "audit-b.jsonl", "wait: 90s");
-    let cfg_c = config(d, "c.yaml", "audit-c.jsonl", "pendingFor: 2s");
+    let cfg_b = config(
+        d,
+        "b.yaml",
+        "audit-b.jsonl",
+        &format!("wait: 90s, {notify}"),
+    );
+    let cfg_c = config(
+        d,
+        "c.yaml",
+        "audit-c.jsonl",
+        &format!("pendingFor: 2s, {notify}"),
+    );
     let mut gw_a = start_as(d, &cfg_a, "ssh_a");
     let _gw_b = start_as(d, &cfg_b, "ssh_b");
 
@@ -376,12 +386,15 @@ fn replicas_share_requests_through_the_api() {
         a.iter()
             .any(|e| e["event"] == "approval.consumed" && e["request"] == id.as_str())
     );
-    eventually("the webhook got the notifications", || {
+    eventually("the webhook got every kind of notification", || {
         let got = hooks.lock().unwrap();
         [
             "approval.requested",
-            "approval.consumed",
+            "approval.approved",
+            "approval.denied",
+            "approval.expired",
             "approval.revoked",
+            "approval.consumed",
         ]
         .iter()
         .all(|k| got.iter().any(|h| h["event"] == *k))
