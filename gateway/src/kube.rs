@@ -54,6 +54,7 @@ use http::{HeaderName, HeaderValue};
 use jitsh_certs::VerifiedIdentity;
 
 pub use pods::Resolved;
+pub(crate) use remote::Remote;
 
 /// Kubernetes access as the gateway's ServiceAccount, impersonating users per call.
 #[derive(Clone)]

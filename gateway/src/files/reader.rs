@@ -15,8 +15,7 @@ use std::pin::Pin;
 
 use jitsh_broker_policy::FilePermit;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::AttachedProcess;
-use tokio::io::{AsyncReadExt, ReadHalf, SimplexStream};
+use tokio::io::{AsyncReadExt, DuplexStream};
 
 use super::FileError;
 use crate::kube::Impersonated;
@@ -34,8 +33,9 @@ type StatusFuture = Pin<Box<dyn Future<Output = Option<Status>> + Send>>;
 
 /// A running reader in the pod.
 pub(crate) struct Proc {
-    process: AttachedProcess,
-    stdout: ReadHalf<SimplexStream>,
+    /// Its stream (dropping it ends the reader in the pod).
+    _process: crate::kube::Remote,
+    stdout: DuplexStream,
     stderr: tokio::task::JoinHandle<Vec<u8>>,
     status: Option<StatusFuture>,
     program: &'static str,
@@ -57,10 +57,11 @@ pub(crate) async fn spawn(
 ) -> Result<Proc, FileError> {
     let program = reader.program();
     let mut process = crate::kube::files::exec_reader(k, permit, reader, READ_AHEAD).await?;
-    let (Some(stdout), Some(mut stderr), Some(status)) =
-        (process.stdout(), process.stderr(), process.take_status())
-    else {
-        process.abort();
+    let (Some(stdout), Some(mut stderr), Some(status)) = (
+        process.stdout.take(),
+        process.stderr.take(),
+        process.status.take(),
+    ) else {
         return Err(FileError::Failure(
             "kubernetes: the exec stream has no stdout".into(),
         ));
@@ -79,10 +80,10 @@ pub(crate) async fn spawn(
         kept
     });
     Ok(Proc {
-        process,
+        _process: process,
         stdout,
         stderr,
-        status: Some(Box::pin(status)),
+        status: Some(Box::pin(async move { status.await.ok() })),
         program,
     })
 }
@@ -147,8 +148,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // Closing the stream ends the process in the pod (a reader stopped early).
-        self.process.abort();
+        // The stream ends with `_process` (dropping it closes the connection, which ends the
+        // process in the pod when a reader stopped early).
         self.stderr.abort();
     }
 }

@@ -3,8 +3,10 @@
 
 use jitsh_broker_policy::FilePermit;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{AttachParams, AttachedProcess};
+use kube::Resource;
+use kube::api::AttachParams;
 
+use super::remote::{self, Remote};
 use super::{Impersonated, KubeError};
 
 /// The `stat -c` format: raw mode (hex), size, atime, mtime, uid, gid.
@@ -74,12 +76,12 @@ impl Reader {
 
 /// Starts `reader` on the path the permit names (never client text) in the target container,
 /// with `read_ahead` bytes of output buffered; stdout and stderr, no stdin.
-pub async fn exec_reader(
+pub(crate) async fn exec_reader(
     k: &Impersonated,
     permit: &FilePermit,
     reader: Reader,
     read_ahead: usize,
-) -> Result<AttachedProcess, KubeError> {
+) -> Result<Remote, KubeError> {
     let target = permit.target();
     let argv = reader.argv(permit.path());
     let ap = AttachParams {
@@ -92,9 +94,10 @@ pub async fn exec_reader(
         max_stdout_buf_size: Some(read_ahead),
         max_stderr_buf_size: Some(64 * 1024),
     };
-    Ok(k.api::<Pod>(&target.namespace)
+    let req = kube::core::Request::new(Pod::url_path(&(), Some(&target.namespace)))
         .exec(&target.pod, argv, &ap)
-        .await?)
+        .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
+    remote::connect(&k.client, req, &ap).await
 }
 
 #[cfg(test)]

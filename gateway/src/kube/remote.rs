@@ -25,7 +25,8 @@ const STATUS: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
-/// How much of each stream is buffered between the connection and its reader or writer.
+/// How much of each stream is buffered between the connection and its reader or writer, unless
+/// the request's `max_*_buf_size` says.
 const BUFFER: usize = 256 * 1024;
 
 /// A process on the other end of an exec or attach stream.
@@ -71,10 +72,12 @@ pub(crate) async fn connect(
     let conn = client.connect(req).await?;
     let stream_close = conn.supports_stream_close();
     let ws = conn.into_stream();
-    let pair = |wanted: bool| wanted.then(|| tokio::io::duplex(BUFFER));
-    let (stdin, stdin_loop) = split(pair(ap.stdin));
-    let (stdout, stdout_loop) = split(pair(ap.stdout));
-    let (stderr, stderr_loop) = split(pair(ap.stderr));
+    let pair = |wanted: bool, size: Option<usize>| {
+        wanted.then(|| tokio::io::duplex(size.unwrap_or(BUFFER).max(1)))
+    };
+    let (stdin, stdin_loop) = split(pair(ap.stdin, ap.max_stdin_buf_size));
+    let (stdout, stdout_loop) = split(pair(ap.stdout, ap.max_stdout_buf_size));
+    let (stderr, stderr_loop) = split(pair(ap.stderr, ap.max_stderr_buf_size));
     let (resize, resize_rx) = if ap.tty {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         (Some(tx), Some(rx))
