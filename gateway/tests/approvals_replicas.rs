@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 mod common;
@@ -148,6 +148,18 @@ fn sleep_pid(dir: &Path, n: &str) -> Option<String> {
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
 }
 
+/// Runs two commands at the same moment; their outputs.
+fn at_once(mut a: Command, mut b: Command) -> (Output, Output) {
+    let spawn = |c: &mut Command| {
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(&mut a), spawn(&mut b));
+    (a.wait_with_output().unwrap(), b.wait_with_output().unwrap())
+}
+
 /// A `request ... -- CMD` (no wait) on `via`: its id.
 fn ask(dir: &Path, via: &str, cmd: &str) -> String {
     let o = run(
@@ -244,17 +256,10 @@ fn replicas_share_requests_through_the_api() {
     );
     let id2 = again[0].clone();
     // Two approvers at the same moment: both count.
-    let b = ssh_via(d, "ssh_b", "bob", &format!("approve {id2}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let c = ssh_via(d, "ssh_b", "carol", &format!("approve {id2}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (b, c) = (b.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    let (b, c) = at_once(
+        ssh_via(d, "ssh_b", "bob", &format!("approve {id2}")),
+        ssh_via(d, "ssh_b", "carol", &format!("approve {id2}")),
+    );
     assert!(
         b.status.success() && c.status.success(),
         "{} {}",
@@ -274,17 +279,10 @@ fn replicas_share_requests_through_the_api() {
 
     // A deny racing an approve: one consistent outcome.
     let id3 = ask(d, "ssh_a", "kill -TERM 4242");
-    let b = ssh_via(d, "ssh_b", "bob", &format!("approve {id3}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let c = ssh_via(d, "ssh_a", "carol", &format!("deny {id3} --reason no"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (b, c) = (b.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    let (b, c) = at_once(
+        ssh_via(d, "ssh_b", "bob", &format!("approve {id3}")),
+        ssh_via(d, "ssh_a", "carol", &format!("deny {id3} --reason no")),
+    );
     assert!(
         c.status.success(),
         "the deny of a pending request succeeds: {}",

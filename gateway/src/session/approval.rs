@@ -347,12 +347,8 @@ pub(crate) async fn request(
     why: Why<'_>,
     read: super::command::Channel,
 ) -> u32 {
-    let reason = match checked(ctx, "request", "the reason", why.reason).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(code) => return code,
-    };
-    let incident = match checked(ctx, "request", "the incident", why.incident).await {
-        Ok(i) => i,
+    let (reason, incident) = match reason_and_incident(ctx, why).await {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let why = Why {
@@ -373,12 +369,8 @@ pub(crate) async fn grant(
     asked_for: Option<Duration>,
     why: Why<'_>,
 ) -> u32 {
-    let reason = match checked(ctx, "request", "the reason", why.reason).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(code) => return code,
-    };
-    let incident = match checked(ctx, "request", "the incident", why.incident).await {
-        Ok(i) => i,
+    let (reason, incident) = match reason_and_incident(ctx, why).await {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let policy = ctx.gw.policy();
@@ -515,6 +507,13 @@ async fn checked(
         Some(Ok(t)) => Ok(Some(t)),
         None => Ok(None),
     }
+}
+
+/// A request's reason and incident, checked.
+async fn reason_and_incident(ctx: &Ctx<'_>, why: Why<'_>) -> Result<(String, Option<String>), u32> {
+    let reason = checked(ctx, "request", "the reason", why.reason).await?;
+    let incident = checked(ctx, "request", "the incident", why.incident).await?;
+    Ok((reason.unwrap_or_default(), incident))
 }
 
 /// Says what a change did (`done`; `more` gives what goes after the id and at the end), or why
