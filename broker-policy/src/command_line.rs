@@ -21,6 +21,10 @@ impl CommandLine {
     pub fn from_argv(argv: Vec<String>) -> Self {
         CommandLine { stages: vec![argv] }
     }
+    /// A command line of the given stages (each a non-empty argv), as if typed and parsed.
+    pub fn from_stages(stages: Vec<Vec<String>>) -> Self {
+        CommandLine { stages }
+    }
     /// The stages (more than one for a pipeline).
     pub fn stages(&self) -> &[Vec<String>] {
         &self.stages

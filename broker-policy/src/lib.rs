@@ -14,7 +14,7 @@ pub use lint::{Finding, lint};
 pub use pattern::{Pattern, normalize_path};
 pub use policy::permit::{
     self, AttachPermit, BreakGlassPermit, ExecPermit, FilePermit, LogsPermit, Permit, PortPermit,
-    Recheck, ShellPermit,
+    Recheck, ResolvePermit, ShellPermit,
 };
 pub use policy::{
     Action, Approval, ApprovalRefused, Approvals, AutoApprove, BreakGlass, BreakGlassAsk, Decision,

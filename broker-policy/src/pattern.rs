@@ -285,7 +285,7 @@ impl Pattern {
         if program_name(argv.first()?)? != self.program {
             return None;
         }
-        self.match_args_downstream(&Args::new(argv))
+        self.match_args_downstream(&Args::new(argv)).map(|m| m.argv)
     }
 
     /// Matches an argv; on success the argv to run (paths normalised).
@@ -293,12 +293,12 @@ impl Pattern {
         if program_name(argv.first()?)? != self.program {
             return None;
         }
-        self.match_args(&Args::new(argv))
+        self.match_args(&Args::new(argv)).map(|m| m.argv)
     }
 
     /// [`Pattern::matches`] for a stage whose program the caller has already found to be this
     /// pattern's.
-    pub(crate) fn match_args(&self, a: &Args<'_>) -> Option<Vec<String>> {
+    pub(crate) fn match_args(&self, a: &Args<'_>) -> Option<Matched> {
         if self.long_options.is_empty() {
             // Nothing to split: match the argv as it is, without allocating.
             let seq = self.find(a.rest(), &a.norm)?;
@@ -322,9 +322,9 @@ impl Pattern {
     }
 
     /// [`Pattern::matches_downstream`] for a stage whose program is already known to match.
-    pub(crate) fn match_args_downstream(&self, a: &Args<'_>) -> Option<Vec<String>> {
-        if let Some(argv) = self.match_args(a) {
-            return Some(argv);
+    pub(crate) fn match_args_downstream(&self, a: &Args<'_>) -> Option<Matched> {
+        if let Some(m) = self.match_args(a) {
+            return Some(m);
         }
         if self.long_options.is_empty() {
             let front = self.seqs.iter().find_map(|seq| {
@@ -510,16 +510,29 @@ fn match_linear<S: AsRef<str>>(seq: &[Elem], args: &[S], norm: &[Option<Cow<'_, 
     })
 }
 
+/// A matched stage: the argv to run, and which of its arguments a `<path:…>` matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Matched {
+    /// The argv to run (program as given, paths normalised).
+    pub(crate) argv: Vec<String>,
+    /// Indexes into `argv` of the arguments matched by `<path:…>`.
+    pub(crate) paths: Vec<usize>,
+}
+
 /// The argv to run for a matched form: program as given, paths normalised.
-fn render<S: AsRef<str>>(seq: &[Elem], args: &[S], norm: &[Option<Cow<'_, str>>]) -> Vec<String> {
+fn render<S: AsRef<str>>(seq: &[Elem], args: &[S], norm: &[Option<Cow<'_, str>>]) -> Matched {
     let mut out = Vec::with_capacity(args.len());
+    let mut paths = Vec::new();
     for (i, a) in args.iter().enumerate() {
         let a = a.as_ref();
         let path = match i.checked_sub(1).map(|j| (seq.get(j), norm.get(j))) {
             Some((Some(Elem::Path(_)), Some(Some(n)))) => Some(n),
             _ => None,
         };
+        if path.is_some() {
+            paths.push(i);
+        }
         out.push(path.map_or_else(|| a.to_owned(), |n| n.as_ref().to_owned()));
     }
-    out
+    Matched { argv: out, paths }
 }

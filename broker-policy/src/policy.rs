@@ -362,8 +362,10 @@ pub struct Decision {
     rule: Option<String>,
     reasons: Vec<String>,
     stages: Vec<Vec<String>>,
-    limits: Limits,
+    limits: Box<Limits>,
     fact: Fact,
+    /// Per stage, the indexes of the arguments a `<path:…>` matched.
+    paths: Vec<Vec<usize>>,
 }
 
 /// What kind of denial a decision is, for how it is shown (never read off its text).
@@ -386,8 +388,9 @@ impl Decision {
             rule: Some(rule.name.clone()),
             reasons: Vec::new(),
             stages,
-            limits: rule.limits,
+            limits: Box::new(rule.limits),
             fact: Fact::Plain,
+            paths: Vec::new(),
         }
     }
     fn deny(rule: Option<&Rule>, reason: String) -> Decision {
@@ -396,8 +399,9 @@ impl Decision {
             rule: rule.map(|r| r.name.clone()),
             reasons: vec![reason],
             stages: Vec::new(),
-            limits: Limits::default(),
+            limits: Box::default(),
             fact: Fact::Plain,
+            paths: Vec::new(),
         }
     }
     /// A denial whose reason already names its rule.
@@ -455,7 +459,7 @@ impl Decision {
     }
     /// The deciding rule's limits.
     pub fn limits(&self) -> Limits {
-        self.limits
+        *self.limits
     }
     /// A command line that did not parse: nothing was decided.
     pub fn is_refused_syntax(&self) -> bool {

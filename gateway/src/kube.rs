@@ -116,6 +116,9 @@ pub enum KubeError {
     /// The API server's stream lacked a part the gateway asked for.
     #[error("kubernetes: the stream has no {0}")]
     MissingStream(&'static str),
+    /// Resolving a command's paths in the container failed (the line says why).
+    #[error("{0}")]
+    Resolve(String),
     /// The audit id could not be sent as a header.
     #[error("kubernetes: invalid Audit-ID header: {0}")]
     AuditId(#[source] http::header::InvalidHeaderValue),
@@ -134,6 +137,7 @@ impl KubeError {
             KubeError::Read(_) => "stream-read",
             KubeError::MissingStream(_) => "missing-stream",
             KubeError::AuditId(_) => "audit-id",
+            KubeError::Resolve(_) => "resolve",
         }
     }
 

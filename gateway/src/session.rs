@@ -374,13 +374,24 @@ impl Ctx<'_> {
 
     /// Records a denial (`kind`), counts it and tells the user why in one line; the status to
     /// exit with.
-    pub(crate) async fn deny(&self, kind: &str, mut ev: Event, d: &Decision, place: &str) -> u32 {
+    pub(crate) async fn deny(&self, kind: &str, ev: Event, d: &Decision, place: &str) -> u32 {
+        self.deny_saying(kind, ev, d, &denial_line(d, place)).await
+    }
+
+    /// [`Ctx::deny`] with the line to show.
+    pub(crate) async fn deny_saying(
+        &self,
+        kind: &str,
+        mut ev: Event,
+        d: &Decision,
+        line: &str,
+    ) -> u32 {
         ev.rule = d.rule().map(str::to_owned);
         ev.reasons = Some(d.reasons().to_vec());
         self.gw.record(kind, &ev);
         self.gw.metrics().command(Outcome::Deny);
         tracing::info!(kind, rule = d.rule().unwrap_or("-"), "denied");
-        self.say(&denial_line(d, place)).await;
+        self.say(line).await;
         DENIED_STATUS
     }
 }

@@ -424,3 +424,95 @@ fn break_glass_ends_when_its_input_cannot_be_recorded() {
     assert!(exists("/var/log/recorded-mark"));
     assert!(!exists("/var/log/unrecorded-mark"));
 }
+
+/// A symbolic link under an allowed tree does not lead out of it: path arguments are resolved
+/// in the container (as the user) and the command is decided — and run — on where they lead.
+#[test]
+fn path_arguments_are_decided_where_their_links_lead() {
+    let dev = start_dev();
+    let d = &dev.dir;
+    // The pod's /var is this directory (kube-sim's sandbox bind-mounts it).
+    let log = d.join("kube-sim/pods/payments/api-0/app/var/log");
+    std::os::unix::fs::symlink("/", log.join("rootfs")).unwrap();
+    std::os::unix::fs::symlink("/var/log/app.log", log.join("current")).unwrap();
+
+    // Out of the tree through a link: denied, saying where it leads; nothing read.
+    for line in [
+        "cat /var/log/rootfs/etc/passwd",
+        "head -n 5 /var/log/rootfs/proc/1/environ",
+        "grep -c root /var/log/rootfs/etc/passwd",
+    ] {
+        let o = ssh(d, "alice", &format!("payments/api-0 -- {line}"), b"");
+        assert_eq!(o.status.code(), Some(126), "{line}");
+        assert!(o.stdout.is_empty(), "{line}: nothing read");
+        let err = text(&o.stderr);
+        assert!(
+            err.starts_with("jitsh: denied: /var/log/rootfs/") && err.contains(" leads to /"),
+            "{line}: {err}"
+        );
+    }
+    // Through a link that stays inside: allowed, and run on the resolved path (the argv that
+    // was decided is the argv that ran) — in a pipeline too.
+    let o = ssh(
+        d,
+        "alice",
+        "payments/api-0 -- tail -n 1 /var/log/current",
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("app:"), "{}", text(&o.stdout));
+    let o = ssh(
+        d,
+        "alice",
+        "payments/api-0 -- grep -c INFO /var/log/current | wc -l",
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let ours = jsonl(&d.join("audit.jsonl"));
+    let allowed = ours
+        .iter()
+        .find(|e| e["event"] == "command.allowed" && e["argv"][0] == "tail")
+        .unwrap();
+    assert_eq!(
+        allowed["argv"],
+        serde_json::json!(["tail", "-n", "1", "/var/log/app.log"])
+    );
+    assert_eq!(
+        allowed["links"],
+        serde_json::json!(["/var/log/current -> /var/log/app.log"])
+    );
+    let denied = ours
+        .iter()
+        .find(|e| e["event"] == "command.denied" && e["argv"][0] == "cat")
+        .unwrap();
+    assert_eq!(
+        denied["links"],
+        serde_json::json!(["/var/log/rootfs/etc/passwd -> /etc/passwd"])
+    );
+    // Kubernetes saw the resolution (realpath, as alice, same Audit-ID) and then the tail of the
+    // resolved path — never a read of /etc/passwd.
+    let execs = common::kube_audit(d, "exec");
+    let uri = |e: &serde_json::Value| e["requestURI"].as_str().unwrap_or_default().to_owned();
+    let id = allowed["command"].as_str().unwrap();
+    let mine: Vec<String> = execs
+        .iter()
+        .filter(|e| e["auditID"] == id)
+        .map(uri)
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(
+        mine[0].contains("command=realpath&command=-m&command=--&command=%2Fvar%2Flog%2Fcurrent"),
+        "{mine:?}"
+    );
+    assert!(
+        mine[1].contains("command=tail") && mine[1].contains("command=%2Fvar%2Flog%2Fapp.log"),
+        "{mine:?}"
+    );
+    assert!(
+        execs
+            .iter()
+            .all(|e| !(uri(e).contains("command=cat") && uri(e).contains("passwd"))),
+        "no cat of passwd reached the pod"
+    );
+}

@@ -276,8 +276,13 @@ impl Policy {
             who.subject.clone(),
             target.clone(),
             rule,
-            d.limits,
-            Exec::approved(line.clone(), d.held_stages().to_vec(), asked),
+            *d.limits,
+            Exec::approved(
+                line.clone(),
+                d.held_stages().to_vec(),
+                d.paths.clone(),
+                asked,
+            ),
         ))
     }
 

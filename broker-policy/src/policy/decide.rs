@@ -16,7 +16,7 @@ use super::{
     Target,
 };
 use crate::command_line::CommandLine;
-use crate::pattern::{Args, Pattern, normalize_path, program_name};
+use crate::pattern::{Args, Matched, Pattern, normalize_path, program_name};
 
 // The maps are keyed by names from the policy and only looked up with names from a request, so
 // a request cannot grow a bucket: the unkeyed Fx hash is safe here and several times cheaper
@@ -261,6 +261,7 @@ impl Policy {
     fn decide_command(&self, rules: &[&Rule], line: &CommandLine, place: &Place<'_>) -> Decision {
         let pipeline = line.is_pipeline();
         let mut out = Vec::with_capacity(line.stages().len());
+        let mut paths = Vec::with_capacity(line.stages().len());
         let mut chosen: Option<&Rule> = None;
         let mut needs_approval = false;
         for (i, stage) in line.stages().iter().enumerate() {
@@ -293,10 +294,11 @@ impl Policy {
                 })
             });
             match hit {
-                Some(Ok((r, argv, approval))) => {
+                Some(Ok((r, m, approval))) => {
                     chosen.get_or_insert(r);
                     needs_approval |= approval;
-                    out.push(normalized_program(argv));
+                    paths.push(m.paths);
+                    out.push(normalized_program(m.argv));
                 }
                 Some(Err(r)) => {
                     let program = name.unwrap_or_default();
@@ -318,6 +320,7 @@ impl Policy {
             return Decision::deny(None, "an empty command line is not allowed".to_owned());
         };
         let mut d = Decision::allow(rule, out);
+        d.paths = paths;
         if needs_approval {
             d.effect = Effect::NeedsApproval;
             d.reasons
@@ -390,7 +393,7 @@ struct StageMatch<'a> {
 
 impl StageMatch<'_> {
     /// The argv to run if the pattern matches (as a later pipeline stage when `downstream`).
-    fn matches(&mut self, k: Key, p: &Pattern, downstream: bool) -> Option<Vec<String>> {
+    fn matches(&mut self, k: Key, p: &Pattern, downstream: bool) -> Option<Matched> {
         let bit = k.pattern as usize * 2 + usize::from(downstream);
         if self.misses.get(bit) {
             return None;

@@ -70,6 +70,8 @@ pub trait Kind: sealed::Sealed + fmt::Debug + Clone + Send + Sync + 'static {
 pub struct Exec {
     line: CommandLine,
     stages: Vec<Vec<String>>,
+    /// Per stage, the indexes of the arguments a `<path:…>` matched.
+    paths: Vec<Vec<usize>>,
     approved: Option<Approved>,
 }
 
@@ -86,11 +88,13 @@ impl Exec {
     pub(super) fn approved(
         line: CommandLine,
         stages: Vec<Vec<String>>,
+        paths: Vec<Vec<usize>>,
         asked: &Approvals<'_>,
     ) -> Exec {
         Exec {
             line,
             stages,
+            paths,
             approved: Some(Approved {
                 requester: asked.requester.clone(),
                 target: asked.target.clone(),
@@ -99,6 +103,16 @@ impl Exec {
             }),
         }
     }
+}
+
+/// A permit to resolve a command line's path arguments in the container (`realpath`), so the
+/// command can be decided on where its paths really lead: issued for a line a rule matches
+/// (allowed, or allowed once approved), naming exactly the arguments its `<path:…>` matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    line: CommandLine,
+    /// `(stage, index, path)` of each path argument, as decided (normalised).
+    paths: Vec<(usize, usize, String)>,
 }
 
 /// A file permit: one normalised absolute path to read.
@@ -177,6 +191,14 @@ impl Kind for Exec {
     }
 }
 
+impl sealed::Sealed for Resolve {}
+impl Kind for Resolve {
+    const MODE: Mode = Mode::Exec;
+    fn action(&self) -> Action<'_> {
+        Action::Command(&self.line)
+    }
+}
+
 impl sealed::Sealed for File {}
 impl Kind for File {
     const MODE: Mode = Mode::Files;
@@ -220,6 +242,8 @@ pub struct Permit<K> {
 pub type ExecPermit = Permit<Exec>;
 /// Reads one file.
 pub type FilePermit = Permit<File>;
+/// Resolves a command line's path arguments in the container.
+pub type ResolvePermit = Permit<Resolve>;
 /// Forwards one port.
 pub type PortPermit = Permit<Port>;
 /// Reads the container's log.
@@ -278,6 +302,17 @@ impl Permit<Exec> {
             limits,
             what,
         }
+    }
+}
+
+impl Permit<Resolve> {
+    /// The path arguments to resolve: `(stage, index, path)`.
+    pub fn paths(&self) -> &[(usize, usize, String)] {
+        &self.what.paths
+    }
+    /// The line as decided (program paths and path arguments normalised).
+    pub fn decided(&self) -> &CommandLine {
+        &self.what.line
     }
 }
 
@@ -350,7 +385,7 @@ impl Policy {
         target: &Target,
         mode: Mode,
         action: Action<'_>,
-        what: impl FnOnce(Vec<Vec<String>>) -> K,
+        what: impl FnOnce(Vec<Vec<String>>, Vec<Vec<usize>>) -> K,
     ) -> Result<Permit<K>, Decision> {
         match self.decide(&Request {
             subject,
@@ -363,13 +398,14 @@ impl Policy {
                 rule: Some(rule),
                 stages,
                 limits,
+                paths,
                 ..
             } => Ok(Permit {
                 subject: subject.clone(),
                 target: target.clone(),
                 rule,
-                limits,
-                what: what(stages),
+                limits: *limits,
+                what: what(stages, paths),
             }),
             d => Err(d),
         }
@@ -387,12 +423,53 @@ impl Policy {
             target,
             Mode::Exec,
             Action::Command(line),
-            |stages| Exec {
+            |stages, paths| Exec {
                 line: line.clone(),
                 stages,
+                paths,
                 approved: None,
             },
         )
+    }
+
+    /// The permit to resolve `line`'s path arguments in the container before deciding it for
+    /// good; `None` when the line has none, or no rule matches it (allowed or once approved).
+    pub fn permit_resolve(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        line: &CommandLine,
+    ) -> Option<ResolvePermit> {
+        let d = self.decide(&Request {
+            subject,
+            target,
+            mode: Mode::Exec,
+            action: Action::Command(line),
+        });
+        if d.effect == Effect::Deny {
+            return None;
+        }
+        let mut paths = Vec::new();
+        for (s, (argv, idx)) in d.stages.iter().zip(&d.paths).enumerate() {
+            for &i in idx {
+                if let Some(a) = argv.get(i) {
+                    paths.push((s, i, a.clone()));
+                }
+            }
+        }
+        if paths.is_empty() {
+            return None;
+        }
+        Some(Permit {
+            subject: subject.clone(),
+            target: target.clone(),
+            rule: d.rule.unwrap_or_default(),
+            limits: *d.limits,
+            what: Resolve {
+                line: CommandLine::from_stages(d.stages),
+                paths,
+            },
+        })
     }
 
     /// Decides reading one file; the permit holds the normalised path.
@@ -402,14 +479,20 @@ impl Policy {
         target: &Target,
         path: &str,
     ) -> Result<FilePermit, Decision> {
-        self.issue(subject, target, Mode::Files, Action::Path(path), |stages| {
-            let decided = stages.into_iter().flatten().next();
-            File {
-                path: decided
-                    .or_else(|| normalize_path(path))
-                    .unwrap_or_else(|| path.to_owned()),
-            }
-        })
+        self.issue(
+            subject,
+            target,
+            Mode::Files,
+            Action::Path(path),
+            |stages, _| {
+                let decided = stages.into_iter().flatten().next();
+                File {
+                    path: decided
+                        .or_else(|| normalize_path(path))
+                        .unwrap_or_else(|| path.to_owned()),
+                }
+            },
+        )
     }
 
     /// Decides forwarding to one container port.
@@ -424,13 +507,13 @@ impl Policy {
             target,
             Mode::PortForward,
             Action::Port(port),
-            |_| Port { port },
+            |_, _| Port { port },
         )
     }
 
     /// Decides reading the container's log.
     pub fn permit_logs(&self, subject: &Subject, target: &Target) -> Result<LogsPermit, Decision> {
-        self.issue(subject, target, Mode::Logs, Action::Session, |_| Logs {
+        self.issue(subject, target, Mode::Logs, Action::Session, |_, _| Logs {
             _private: (),
         })
     }
@@ -441,8 +524,8 @@ impl Policy {
         subject: &Subject,
         target: &Target,
     ) -> Result<AttachPermit, Decision> {
-        self.issue(subject, target, Mode::Attach, Action::Session, |_| Attach {
-            _private: (),
+        self.issue(subject, target, Mode::Attach, Action::Session, |_, _| {
+            Attach { _private: () }
         })
     }
 
@@ -452,8 +535,8 @@ impl Policy {
         subject: &Subject,
         target: &Target,
     ) -> Result<ShellPermit, Decision> {
-        self.issue(subject, target, Mode::Shell, Action::Session, |_| Shell {
-            _private: (),
+        self.issue(subject, target, Mode::Shell, Action::Session, |_, _| {
+            Shell { _private: () }
         })
     }
 
@@ -470,7 +553,7 @@ impl Policy {
             target,
             Mode::BreakGlass,
             Action::BreakGlass(ask),
-            |_| BreakGlassShell {
+            |_, _| BreakGlassShell {
                 incident: ask
                     .incident
                     .map(str::trim)

@@ -138,6 +138,8 @@ event_fields! {
     result: String,
     /// A reload's errors.
     errors: Vec<String>,
+    /// Path arguments that are symbolic links in the container: `typed -> resolved`.
+    links: Vec<String>,
     /// An AccessRequest (approval) id.
     request: String,
     /// The identity that made the request.

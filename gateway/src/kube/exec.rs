@@ -1,7 +1,7 @@
 //! pods/exec and pods/attach as the user: a decided command's stages joined by the gateway, a
 //! break-glass shell, and attach to the container's main process.
 
-use jitsh_broker_policy::{AttachPermit, BreakGlassPermit, ExecPermit, Target};
+use jitsh_broker_policy::{AttachPermit, BreakGlassPermit, ExecPermit, ResolvePermit, Target};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::AttachParams;
@@ -90,6 +90,77 @@ pub async fn run<I: Input, O: Output, E: Output>(
     io: Streams<I, O, E>,
 ) -> Result<u32, KubeError> {
     run_stages(k, permit.stages(), permit.target(), io).await
+}
+
+/// The most `realpath` may print for one command line's paths.
+const MAX_RESOLVED: usize = 1024 * 1024;
+
+/// Resolves the permit's path arguments in its container as the user (`realpath -m`, so missing
+/// files are fine and every symbolic link is followed): one canonical path per argument, in order.
+pub async fn resolve_paths(
+    k: &Impersonated,
+    permit: &ResolvePermit,
+) -> Result<Vec<String>, KubeError> {
+    let target = permit.target();
+    let mut argv: Vec<String> = ["realpath", "-m", "--"].map(str::to_owned).to_vec();
+    argv.extend(permit.paths().iter().map(|(_, _, p)| p.clone()));
+    let ap = AttachParams {
+        container: Some(target.container.clone()),
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        max_stdin_buf_size: None,
+        max_stdout_buf_size: Some(64 * 1024),
+        max_stderr_buf_size: Some(4096),
+    };
+    let req = request(k, &target.namespace)
+        .exec(&target.pod, argv, &ap)
+        .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
+    let mut p = remote::connect(&k.client, req, &ap).await?;
+    let read_all = |r: Option<tokio::io::DuplexStream>, limit: usize| async move {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        if let Some(r) = r {
+            let _ = r
+                .take(u64::try_from(limit).unwrap_or(u64::MAX))
+                .read_to_end(&mut out)
+                .await;
+        }
+        out
+    };
+    let (out, err) = tokio::join!(
+        read_all(p.stdout.take(), MAX_RESOLVED),
+        read_all(p.stderr.take(), 4096)
+    );
+    let code = match p.status.take() {
+        Some(s) => s.await.map_or(1, |st| exit_code(&st)),
+        None => 1,
+    };
+    p.join().await;
+    let why = |what: String| {
+        KubeError::Resolve(format!(
+            "refused: the command's paths could not be checked for symbolic links in the container ({what})"
+        ))
+    };
+    if code != 0 {
+        let line = String::from_utf8_lossy(&err)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return Err(why(if line.is_empty() {
+            format!("realpath exited with {code}")
+        } else {
+            line
+        }));
+    }
+    let text = String::from_utf8(out).map_err(|_| why("realpath printed no UTF-8".into()))?;
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    if lines.len() != permit.paths().len() || lines.iter().any(|l| !l.starts_with('/')) {
+        return Err(why("unexpected realpath output".into()));
+    }
+    Ok(lines)
 }
 
 /// The shell a break-glass session runs (argv, never user text).

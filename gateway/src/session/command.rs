@@ -136,6 +136,35 @@ pub(crate) async fn one_shot(
     code
 }
 
+/// Resolves the line's path arguments in the container as the user: the line with each one
+/// replaced by where it really leads (`None`: no path is a link), and `typed -> real` for each
+/// link. Nothing to resolve, or a line no rule matches: unchanged (the decision says why).
+async fn follow_links(
+    ctx: &Ctx<'_>,
+    k: &Impersonated,
+    tgt: &jitsh_broker_policy::Target,
+    parsed: &CommandLine,
+) -> Result<(Option<CommandLine>, Vec<String>), crate::kube::KubeError> {
+    let Some(rp) = ctx.gw.policy().permit_resolve(&ctx.subject(), tgt, parsed) else {
+        return Ok((None, Vec::new()));
+    };
+    let real = crate::kube::exec::resolve_paths(k, &rp).await?;
+    let mut stages = rp.decided().stages().to_vec();
+    let mut links = Vec::new();
+    for ((s, i, typed), r) in rp.paths().iter().zip(real) {
+        if *typed != r {
+            links.push(format!("{typed} -> {r}"));
+            if let Some(a) = stages.get_mut(*s).and_then(|st| st.get_mut(*i)) {
+                *a = r;
+            }
+        }
+    }
+    if links.is_empty() {
+        return Ok((None, links));
+    }
+    Ok((Some(CommandLine::from_stages(stages)), links))
+}
+
 /// Decides a parsed line on a resolved target, audits, runs it, audits the exit.
 pub(crate) async fn decided<I>(
     ctx: &Ctx<'_>,
@@ -157,6 +186,30 @@ where
         container: Some(resolved.container.clone()),
         ..ev
     };
+    // Paths are decided where they lead in the container, not as typed: a symbolic link under
+    // an allowed tree may point anywhere.
+    let place = format!("{}/{}", resolved.namespace, resolved.pod);
+    let (real, links) = match follow_links(ctx, k, &tgt, parsed).await {
+        Ok(x) => x,
+        Err(e) => {
+            ev.error = Some(e.to_string());
+            gw.record("command.refused", &ev);
+            gw.metrics().command(Outcome::Refused);
+            ctx.say(&e.to_string()).await;
+            return 1;
+        }
+    };
+    let parsed = real.as_ref().unwrap_or(parsed);
+    if !links.is_empty() {
+        let stages: Vec<Vec<String>> = parsed
+            .stages()
+            .iter()
+            .map(|s| gw.redactor().redact(s))
+            .collect();
+        ev.argv = stages.first().cloned();
+        ev.stages = (stages.len() > 1).then_some(stages);
+        ev.links = Some(links.clone());
+    }
     let decision = gw.policy().permit_exec(&ctx.subject(), &tgt, parsed);
     let marker = |what: &str| {
         if let Some(r) = &io.rec {
@@ -168,7 +221,6 @@ where
             let _ = r.event("m", &format!("{what}: {}", argv.join(" | ")));
         }
     };
-    let place = format!("{}/{}", resolved.namespace, resolved.pod);
     let permit = match decision {
         Ok(p) if !why.explicit => p,
         Ok(p) => {
@@ -188,6 +240,19 @@ where
                 }
                 Obtained::Exit(code) => return code,
             }
+        }
+        Err(d) if !links.is_empty() => {
+            marker("denied");
+            let line = format!(
+                "denied: {} in the container; {}",
+                links
+                    .iter()
+                    .map(|l| l.replace(" -> ", " leads to "))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                super::denial_line(&d, &place).trim_start_matches("denied: ")
+            );
+            return ctx.deny_saying("command.denied", ev, &d, &line).await;
         }
         Err(d) => {
             marker("denied");
