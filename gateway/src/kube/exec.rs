@@ -3,11 +3,10 @@
 
 use jitsh_broker_policy::{AttachPermit, BreakGlassPermit, ExecPermit, ResolvePermit, Target};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Resource;
 use kube::api::AttachParams;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::remote::{self, Remote};
+use super::remote::{self, Open, Remote};
 use super::{Impersonated, KubeError, exit_code};
 
 /// What a command's stdin is read from.
@@ -104,20 +103,9 @@ pub async fn resolve_paths(
     let target = permit.target();
     let mut argv: Vec<String> = ["realpath", "-m", "--"].map(str::to_owned).to_vec();
     argv.extend(permit.paths().iter().map(|(_, _, p)| p.clone()));
-    let ap = AttachParams {
-        container: Some(target.container.clone()),
-        stdin: false,
-        stdout: true,
-        stderr: true,
-        tty: false,
-        max_stdin_buf_size: None,
-        max_stdout_buf_size: Some(64 * 1024),
-        max_stderr_buf_size: Some(4096),
-    };
-    let req = request(k, &target.namespace)
-        .exec(&target.pod, argv, &ap)
-        .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
-    let mut p = remote::connect(&k.client, req, &ap).await?;
+    let ap = remote::output_only(&target.container, 64 * 1024, 4096);
+    let how = Open::Exec(argv);
+    let mut p = remote::open(&k.client, &target.namespace, &target.pod, how, &ap).await?;
     let read_all = |r: Option<tokio::io::DuplexStream>, limit: usize| async move {
         use tokio::io::AsyncReadExt;
         let mut out = Vec::new();
@@ -210,10 +198,7 @@ pub async fn attach<I: Input, O: Output, E: Output>(
         max_stdout_buf_size: Some(256 * 1024),
         max_stderr_buf_size: Some(256 * 1024),
     };
-    let req = request(k, &target.namespace)
-        .attach(&target.pod, &ap)
-        .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
-    let mut p = remote::connect(&k.client, req, &ap).await?;
+    let mut p = remote::open(&k.client, &target.namespace, &target.pod, Open::Attach, &ap).await?;
     let mut tasks = Vec::new();
     if let Some(mut w) = p.stdin.take() {
         tasks.push(tokio::spawn(async move {
@@ -248,11 +233,6 @@ pub async fn attach<I: Input, O: Output, E: Output>(
     Ok(code)
 }
 
-/// kube's request builder for pods in `namespace` (exec and attach URLs, as kube makes them).
-fn request(_k: &Impersonated, namespace: &str) -> kube::core::Request {
-    kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
-}
-
 async fn run_stages<I: Input, O: Output, E: Output>(
     k: &Impersonated,
     stages: &[Vec<String>],
@@ -278,10 +258,8 @@ async fn run_stages<I: Input, O: Output, E: Output>(
             max_stdout_buf_size: Some(256 * 1024),
             max_stderr_buf_size: Some(256 * 1024),
         };
-        let req = request(k, &target.namespace)
-            .exec(&target.pod, argv.clone(), &ap)
-            .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
-        procs.push(remote::connect(&k.client, req, &ap).await?);
+        let how = Open::Exec(argv.clone());
+        procs.push(remote::open(&k.client, &target.namespace, &target.pod, how, &ap).await?);
     }
     let mut tasks = Vec::new();
     // stdin → first stage

@@ -2,9 +2,6 @@
 //! as the user, on the path a file permit names.
 
 use jitsh_broker_policy::FilePermit;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Resource;
-use kube::api::AttachParams;
 
 use super::remote::{self, Remote};
 use super::{Impersonated, KubeError};
@@ -84,20 +81,9 @@ pub(crate) async fn exec_reader(
 ) -> Result<Remote, KubeError> {
     let target = permit.target();
     let argv = reader.argv(permit.path());
-    let ap = AttachParams {
-        container: Some(target.container.clone()),
-        stdin: false,
-        stdout: true,
-        stderr: true,
-        tty: false,
-        max_stdin_buf_size: None,
-        max_stdout_buf_size: Some(read_ahead),
-        max_stderr_buf_size: Some(64 * 1024),
-    };
-    let req = kube::core::Request::new(Pod::url_path(&(), Some(&target.namespace)))
-        .exec(&target.pod, argv, &ap)
-        .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
-    remote::connect(&k.client, req, &ap).await
+    let ap = remote::output_only(&target.container, read_ahead, 64 * 1024);
+    let how = remote::Open::Exec(argv);
+    remote::open(&k.client, &target.namespace, &target.pod, how, &ap).await
 }
 
 #[cfg(test)]

@@ -62,9 +62,53 @@ impl Drop for Remote {
     }
 }
 
+/// What a stream is opened for.
+pub(crate) enum Open {
+    /// pods/exec of this argv.
+    Exec(Vec<String>),
+    /// pods/attach to the main process.
+    Attach,
+}
+
+/// Options for a process that only talks back (no stdin, no terminal), with these buffers.
+pub(crate) fn output_only(container: &str, stdout: usize, stderr: usize) -> AttachParams {
+    AttachParams {
+        container: Some(container.to_owned()),
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        max_stdin_buf_size: None,
+        max_stdout_buf_size: Some(stdout),
+        max_stderr_buf_size: Some(stderr),
+    }
+}
+
+/// Opens an exec or attach stream on `namespace/pod` (kube's request builder and connection)
+/// and starts its message loop.
+pub(crate) async fn open(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    what: Open,
+    ap: &AttachParams,
+) -> Result<Remote, KubeError> {
+    use kube::Resource;
+    let pods = kube::core::Request::new(k8s_openapi::api::core::v1::Pod::url_path(
+        &(),
+        Some(namespace),
+    ));
+    let req = match what {
+        Open::Exec(argv) => pods.exec(pod, argv, ap),
+        Open::Attach => pods.attach(pod, ap),
+    }
+    .map_err(|e| KubeError::Client(kube::Error::BuildRequest(e)))?;
+    connect(client, req, ap).await
+}
+
 /// Opens the stream `req` (built by kube's request builder for exec or attach) and starts its
 /// message loop.
-pub(crate) async fn connect(
+async fn connect(
     client: &kube::Client,
     req: http::Request<Vec<u8>>,
     ap: &AttachParams,
