@@ -145,6 +145,20 @@ impl Broker {
         out
     }
 
+    /// How many pending requests `who` may approve, from the replica's copy (no API call: it is
+    /// asked on every `whoami` and every prompt).
+    pub(crate) fn waiting_for(&self, policy: &Policy, who: &Principal) -> usize {
+        self.seen()
+            .values()
+            .filter(|r| state_of(r) == State::Pending)
+            .filter(|r| {
+                policy
+                    .may_approve(&r.spec.rule, &as_principal(&r.spec.requester), who)
+                    .is_ok()
+            })
+            .count()
+    }
+
     /// How a grant ended, for the line that ends its sessions.
     pub(crate) fn how_it_ended(&self, id: &str) -> String {
         let Some(r) = self.seen().get(id).cloned() else {
@@ -917,20 +931,4 @@ pub(crate) async fn visible(
             .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
     });
     Ok(out)
-}
-
-/// How many pending requests `id` may approve.
-pub(crate) async fn waiting_for(
-    gw: &Arc<Gateway>,
-    id: &VerifiedIdentity,
-    api: &Requests,
-    base: &Event,
-) -> Result<usize, KubeError> {
-    let me = principal(id);
-    Ok(visible(gw, id, api, base, false)
-        .await?
-        .iter()
-        .filter(|r| state_of(r) == State::Pending)
-        .filter(|r| !as_principal(&r.spec.requester).same_person(&me))
-        .count())
 }

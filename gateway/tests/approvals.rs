@@ -85,26 +85,38 @@ fn kill_waits_for_bob_runs_exactly_once_and_a_denial_ends_the_wait() {
         file(d, "kill.err").contains(&asked)
     });
     assert!(waiter.try_wait().unwrap().is_none(), "still waiting");
-    // bob's filtered prompt tells him a request waits for him.
-    let mut prompt = Command::new("/usr/bin/ssh")
-        .arg("-F")
-        .arg(d.join("ssh_config"))
-        .args(["-tt", "bob@jitsh", "payments/api-0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut i = prompt.stdin.take().unwrap();
-        // `exit`, then EOF: either ends the prompt.
-        let _ = i.write_all(b"exit\r");
-    }
-    let banner = text(&prompt.wait_with_output().unwrap().stdout);
+    // bob's filtered prompt and his whoami tell him a request waits for him (from the
+    // gateway's watch of the requests, which follows the API server).
+    let banner = || {
+        let mut prompt = Command::new("/usr/bin/ssh")
+            .arg("-F")
+            .arg(d.join("ssh_config"))
+            .args(["-tt", "bob@jitsh", "payments/api-0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut i = prompt.stdin.take().unwrap();
+            // `exit`, then EOF: either ends the prompt.
+            let _ = i.write_all(b"exit\r");
+        }
+        text(&prompt.wait_with_output().unwrap().stdout)
+    };
+    eventually("bob's banner counts the request", || {
+        banner().contains("jitsh: 1 approval request(s) wait for you")
+    });
+    let whoami = text(&ssh(d, "bob", "whoami", b"").stdout);
     assert!(
-        banner.contains("jitsh: 1 approval request(s) wait for you"),
-        "{banner}"
+        whoami.contains("approvals: 1 request(s) wait for you"),
+        "{whoami}"
+    );
+    let alice_whoami = text(&ssh(d, "alice", "whoami", b"").stdout);
+    assert!(
+        !alice_whoami.contains("approvals:"),
+        "her own request is not hers to approve"
     );
     // alice sees it as hers.
     let mine = requests(d, "alice", false);

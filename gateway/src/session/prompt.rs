@@ -68,13 +68,11 @@ pub(crate) async fn prompt(
     let mut last = 0;
     let mut lines = 0u64;
     if tty.is_some() {
-        // Approvers are told what waits for them (best effort: one list call).
-        let waiting = match crate::broker::requests(ctx.gw, ctx.id, cid) {
-            Ok(api) => crate::broker::waiting_for(ctx.gw, ctx.id, &api, &ctx.event(cid))
-                .await
-                .unwrap_or(0),
-            Err(_) => 0,
-        };
+        // Approvers are told what waits for them.
+        let waiting = ctx
+            .gw
+            .broker()
+            .waiting_for(&ctx.gw.policy(), &crate::broker::principal(ctx.id));
         let waiting = if waiting > 0 {
             format!(
                 "jitsh: {waiting} approval request(s) wait for you: 'ssh GATEWAY requests', then approve or deny.\r\n"

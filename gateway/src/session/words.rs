@@ -77,12 +77,12 @@ pub(crate) async fn whoami(ctx: &Ctx<'_>) -> u32 {
             msg.push_str(&format!("  ports: {}\n", ports.join(", ")));
         }
     }
-    // Approvers see how many requests wait for them (best effort: the list is one API call).
-    let cid = CommandId::new();
-    if let Ok(api) = crate::broker::requests(ctx.gw, id, &cid)
-        && let Ok(n) = crate::broker::waiting_for(ctx.gw, id, &api, &ctx.event(&cid)).await
-        && n > 0
-    {
+    // Approvers see how many requests wait for them.
+    let n = ctx
+        .gw
+        .broker()
+        .waiting_for(&ctx.gw.policy(), &crate::broker::principal(id));
+    if n > 0 {
         msg.push_str(&format!(
             "approvals: {n} request(s) wait for you (see 'requests', then 'approve ID' or 'deny ID --reason TEXT')\n"
         ));
